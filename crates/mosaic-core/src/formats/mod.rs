@@ -1,0 +1,230 @@
+//! Readers for the weight formats published checkpoints come in, all in
+//! Rust: safetensors (single and sharded), PyTorch `.pth`/`.bin` (zip and
+//! legacy pickle) and CTranslate2 `model.bin`.
+//!
+//! Each reader gives the tensor table ([`TensorInfo`]: name, dtype, shape)
+//! without loading data, and loads tensors into candle on request.
+
+pub mod ct2;
+pub mod pickle;
+pub mod pth;
+pub mod safetensors;
+
+use std::fmt;
+use std::io::Read;
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor};
+use serde::Serialize;
+
+use crate::error::{Error, IoContext, Result};
+
+/// Element type of a stored tensor, as the file records it. Wider than
+/// candle's `DType`: files hold `bool` and `i8`, which candle lacks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageDType {
+    /// 64-bit float.
+    F64,
+    /// 32-bit float.
+    F32,
+    /// IEEE half.
+    F16,
+    /// bfloat16.
+    BF16,
+    /// 8-bit float (e4m3).
+    F8E4M3,
+    /// 64-bit signed integer.
+    I64,
+    /// 32-bit signed integer.
+    I32,
+    /// 16-bit signed integer.
+    I16,
+    /// 8-bit signed integer.
+    I8,
+    /// 8-bit unsigned integer.
+    U8,
+    /// 32-bit unsigned integer.
+    U32,
+    /// Boolean, one byte each.
+    Bool,
+}
+
+impl StorageDType {
+    /// Bytes per element.
+    pub fn size(self) -> usize {
+        match self {
+            StorageDType::F64 | StorageDType::I64 => 8,
+            StorageDType::F32 | StorageDType::I32 | StorageDType::U32 => 4,
+            StorageDType::F16 | StorageDType::BF16 | StorageDType::I16 => 2,
+            StorageDType::I8 | StorageDType::U8 | StorageDType::Bool | StorageDType::F8E4M3 => 1,
+        }
+    }
+
+    /// The candle dtype the tensor is loaded as. `bool` loads as `u8`
+    /// (0/1) and `i8` as `i16`, since candle has neither; both are lossless.
+    pub fn candle(self) -> DType {
+        match self {
+            StorageDType::F64 => DType::F64,
+            StorageDType::F32 => DType::F32,
+            StorageDType::F16 => DType::F16,
+            StorageDType::BF16 => DType::BF16,
+            StorageDType::F8E4M3 => DType::F8E4M3,
+            StorageDType::I64 => DType::I64,
+            StorageDType::I32 => DType::I32,
+            StorageDType::I16 | StorageDType::I8 => DType::I16,
+            StorageDType::U8 | StorageDType::Bool => DType::U8,
+            StorageDType::U32 => DType::U32,
+        }
+    }
+}
+
+impl fmt::Display for StorageDType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = match self {
+            StorageDType::F64 => "f64",
+            StorageDType::F32 => "f32",
+            StorageDType::F16 => "f16",
+            StorageDType::BF16 => "bf16",
+            StorageDType::F8E4M3 => "f8e4m3",
+            StorageDType::I64 => "i64",
+            StorageDType::I32 => "i32",
+            StorageDType::I16 => "i16",
+            StorageDType::I8 => "i8",
+            StorageDType::U8 => "u8",
+            StorageDType::U32 => "u32",
+            StorageDType::Bool => "bool",
+        };
+        f.write_str(s)
+    }
+}
+
+/// Name, dtype and shape of one stored tensor.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TensorInfo {
+    /// The tensor's name in the file (dotted path for nested pickles).
+    pub name: String,
+    /// Element type as stored.
+    pub dtype: StorageDType,
+    /// Shape (empty for a scalar).
+    pub shape: Vec<usize>,
+}
+
+impl TensorInfo {
+    /// Number of elements.
+    pub fn numel(&self) -> u64 {
+        self.shape.iter().map(|&d| d as u64).product()
+    }
+}
+
+/// The container format of a weight file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum WeightFormat {
+    /// Hugging Face safetensors.
+    Safetensors,
+    /// PyTorch `torch.save` zip archive (PyTorch ≥ 1.6 default).
+    PytorchZip,
+    /// PyTorch legacy (non-zip) pickle stream.
+    PytorchLegacy,
+    /// CTranslate2 `model.bin`.
+    Ctranslate2,
+}
+
+impl fmt::Display for WeightFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            WeightFormat::Safetensors => "safetensors",
+            WeightFormat::PytorchZip => "PyTorch zip",
+            WeightFormat::PytorchLegacy => "PyTorch legacy pickle",
+            WeightFormat::Ctranslate2 => "CTranslate2",
+        })
+    }
+}
+
+/// Tells a weight file's format from its first bytes (not its name: `.bin`
+/// is used by both PyTorch and CTranslate2).
+pub fn detect_format(path: &Path) -> Result<WeightFormat> {
+    let mut head = [0u8; 16];
+    let mut f = std::fs::File::open(path).at(path)?;
+    let mut n = 0;
+    while n < head.len() {
+        let k = f.read(&mut head[n..]).at(path)?;
+        if k == 0 {
+            break;
+        }
+        n += k;
+    }
+    let head = &head[..n];
+    if head.starts_with(b"PK\x03\x04") {
+        return Ok(WeightFormat::PytorchZip);
+    }
+    // Pickle protocol 2 opens with PROTO 2; torch's legacy stream then pushes
+    // its magic number as LONG1 with 10 bytes.
+    if head.len() >= 2 && head[0] == 0x80 && head[1] <= 5 {
+        return Ok(WeightFormat::PytorchLegacy);
+    }
+    if head.len() >= 6 {
+        let version = u32::from_le_bytes([head[0], head[1], head[2], head[3]]);
+        let name_len = u16::from_le_bytes([head[4], head[5]]) as usize;
+        if (1..=ct2::MAX_BINARY_VERSION).contains(&version) && (2..=256).contains(&name_len) {
+            return Ok(WeightFormat::Ctranslate2);
+        }
+    }
+    if head.len() >= 9 && head[8] == b'{' {
+        return Ok(WeightFormat::Safetensors);
+    }
+    if let Some(ext) = path.extension().and_then(|e| e.to_str()) {
+        if ext == "safetensors" {
+            return Ok(WeightFormat::Safetensors);
+        }
+    }
+    Err(Error::format(
+        path,
+        "weight",
+        format!(
+            "unrecognised format (first bytes {:02x?}); expected safetensors, a PyTorch .pth/.bin or a CTranslate2 model.bin",
+            head
+        ),
+    ))
+}
+
+/// Lists the tensors of any supported weight file.
+pub fn read_tensor_infos(path: &Path) -> Result<(WeightFormat, Vec<TensorInfo>)> {
+    let format = detect_format(path)?;
+    let infos = match format {
+        WeightFormat::Safetensors => safetensors::read_infos(path)?,
+        WeightFormat::PytorchZip | WeightFormat::PytorchLegacy => pth::PthFile::open(path)?.infos(),
+        WeightFormat::Ctranslate2 => ct2::Ct2File::open(path)?.infos(),
+    };
+    Ok((format, infos))
+}
+
+/// Loads every tensor of any supported weight file onto `device`.
+pub fn load_tensors(path: &Path, device: &Device) -> Result<Vec<(String, Tensor)>> {
+    match detect_format(path)? {
+        WeightFormat::Safetensors => {
+            let mut v: Vec<_> = safetensors::load_all(path, device)?.into_iter().collect();
+            v.sort_by(|a, b| a.0.cmp(&b.0));
+            Ok(v)
+        }
+        WeightFormat::PytorchZip | WeightFormat::PytorchLegacy => pth::PthFile::open(path)?.load_all(device),
+        WeightFormat::Ctranslate2 => ct2::Ct2File::open(path)?.load_all(device),
+    }
+}
+
+/// Builds a candle tensor from little-endian bytes of `dtype`, converting
+/// the types candle lacks (bool → u8, i8 → i16).
+pub(crate) fn tensor_from_le_bytes(bytes: &[u8], dtype: StorageDType, shape: &[usize], device: &Device) -> candle_core::Result<Tensor> {
+    match dtype {
+        StorageDType::Bool => {
+            let v: Vec<u8> = bytes.iter().map(|&b| u8::from(b != 0)).collect();
+            Tensor::from_vec(v, shape, device)
+        }
+        StorageDType::I8 => {
+            let v: Vec<i16> = bytes.iter().map(|&b| b as i8 as i16).collect();
+            Tensor::from_vec(v, shape, device)
+        }
+        other => Tensor::from_raw_buffer(bytes, other.candle(), shape, device),
+    }
+}
