@@ -30,6 +30,8 @@
 //! # }
 //! ```
 
+pub use candle_core as candle;
+
 pub mod assets;
 pub mod atomic;
 pub mod batch;
