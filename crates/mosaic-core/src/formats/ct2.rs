@@ -117,7 +117,7 @@ impl Ct2File {
                 ),
             ));
         }
-        let spec_name = c.string("spec name")?;
+        let spec_name = c.string("spec name (magic)")?;
         if spec_name.is_empty() || !spec_name.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_') {
             return Err(Error::format(path, FORMAT, format!("bad spec name {spec_name:?} (bad magic)")));
         }

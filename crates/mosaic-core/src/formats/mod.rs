@@ -165,9 +165,14 @@ pub fn detect_format(path: &Path) -> Result<WeightFormat> {
         return Ok(WeightFormat::PytorchLegacy);
     }
     if head.len() >= 6 {
+        // CTranslate2: u32 version, then a u16-length spec name such as
+        // "WhisperSpec". Recognised by the name so that a wrong version is
+        // reported by the CTranslate2 reader rather than as "unknown format".
         let version = u32::from_le_bytes([head[0], head[1], head[2], head[3]]);
         let name_len = u16::from_le_bytes([head[4], head[5]]) as usize;
-        if (1..=ct2::MAX_BINARY_VERSION).contains(&version) && (2..=256).contains(&name_len) {
+        let name = &head[6..head.len().min(6 + name_len)];
+        let name_like = (2..=256).contains(&name_len) && !name.is_empty() && name.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'_' || *b == 0);
+        if name_like || ((1..=ct2::MAX_BINARY_VERSION).contains(&version) && (2..=256).contains(&name_len)) {
             return Ok(WeightFormat::Ctranslate2);
         }
     }
