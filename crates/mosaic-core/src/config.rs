@@ -23,7 +23,11 @@ pub enum ConfigFormat {
 impl ConfigFormat {
     /// The format for `path`'s extension, or an error naming the file.
     pub fn from_path(path: &Path) -> Result<Self> {
-        match path.extension().and_then(|e| e.to_str()).map(|e| e.to_ascii_lowercase()) {
+        match path
+            .extension()
+            .and_then(|e| e.to_str())
+            .map(|e| e.to_ascii_lowercase())
+        {
             Some(e) if e == "toml" => Ok(ConfigFormat::Toml),
             Some(e) if e == "json" => Ok(ConfigFormat::Json),
             _ => Err(Error::Config {
@@ -43,7 +47,11 @@ pub fn load_config<T: DeserializeOwned>(path: impl AsRef<Path>) -> Result<T> {
 }
 
 /// Parses config text; `origin` is only used in error messages.
-pub fn parse_config<T: DeserializeOwned>(text: &str, format: ConfigFormat, origin: &Path) -> Result<T> {
+pub fn parse_config<T: DeserializeOwned>(
+    text: &str,
+    format: ConfigFormat,
+    origin: &Path,
+) -> Result<T> {
     let cfg_err = |message: String| Error::Config {
         path: origin.to_path_buf(),
         message,
@@ -52,11 +60,13 @@ pub fn parse_config<T: DeserializeOwned>(text: &str, format: ConfigFormat, origi
     // path tracking: syntax errors and key errors get separate, precise messages.
     match format {
         ConfigFormat::Toml => {
-            let value: toml::Value = toml::from_str(text).map_err(|e| cfg_err(one_line_toml_error(&e, text)))?;
+            let value: toml::Value =
+                toml::from_str(text).map_err(|e| cfg_err(one_line_toml_error(&e, text)))?;
             serde_path_to_error::deserialize(value).map_err(|e| cfg_err(key_error(&e)))
         }
         ConfigFormat::Json => {
-            let value: serde_json::Value = serde_json::from_str(text).map_err(|e| cfg_err(format!("syntax error: {e}")))?;
+            let value: serde_json::Value =
+                serde_json::from_str(text).map_err(|e| cfg_err(format!("syntax error: {e}")))?;
             serde_path_to_error::deserialize(value).map_err(|e| cfg_err(key_error(&e)))
         }
     }
@@ -74,7 +84,9 @@ fn key_error<E: std::fmt::Display>(e: &serde_path_to_error::Error<E>) -> String 
     match (unknown, path.as_str()) {
         (Some(field), ".") => format!("unknown key `{field}`: {inner}"),
         // Some deserializers track the unknown key in the path, others stop at its parent.
-        (Some(field), p) if p == field || p.ends_with(&format!(".{field}")) => format!("unknown key `{p}`: {inner}"),
+        (Some(field), p) if p == field || p.ends_with(&format!(".{field}")) => {
+            format!("unknown key `{p}`: {inner}")
+        }
         (Some(field), parent) => format!("unknown key `{parent}.{field}`: {inner}"),
         (None, ".") => inner,
         (None, p) => format!("key `{p}`: {inner}"),
@@ -120,31 +132,61 @@ mod tests {
 
     #[test]
     fn toml_and_json_parse_the_same() {
-        let t: Outer = parse_config("name = \"a\"\n[encoder]\nwidth = 4\n", ConfigFormat::Toml, origin()).unwrap();
-        let j: Outer = parse_config(r#"{"name":"a","encoder":{"width":4}}"#, ConfigFormat::Json, origin()).unwrap();
+        let t: Outer = parse_config(
+            "name = \"a\"\n[encoder]\nwidth = 4\n",
+            ConfigFormat::Toml,
+            origin(),
+        )
+        .unwrap();
+        let j: Outer = parse_config(
+            r#"{"name":"a","encoder":{"width":4}}"#,
+            ConfigFormat::Json,
+            origin(),
+        )
+        .unwrap();
         assert_eq!(t, j);
     }
 
     #[test]
     fn unknown_nested_key_is_named_with_file() {
-        let err = parse_config::<Outer>("name = \"a\"\n[encoder]\nwidht = 4\n", ConfigFormat::Toml, origin())
-            .unwrap_err()
-            .to_string();
+        let err = parse_config::<Outer>(
+            "name = \"a\"\n[encoder]\nwidht = 4\n",
+            ConfigFormat::Toml,
+            origin(),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("model.toml"), "{err}");
         assert!(err.contains("`encoder.widht`"), "{err}");
-        let err = parse_config::<Outer>(r#"{"name":"a","colour":1,"encoder":{"width":4}}"#, ConfigFormat::Json, Path::new("c.json"))
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("unknown key `colour`") && err.contains("c.json"), "{err}");
+        let err = parse_config::<Outer>(
+            r#"{"name":"a","colour":1,"encoder":{"width":4}}"#,
+            ConfigFormat::Json,
+            Path::new("c.json"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("unknown key `colour`") && err.contains("c.json"),
+            "{err}"
+        );
     }
 
     #[test]
     fn wrong_type_and_syntax_are_one_line() {
-        let err = parse_config::<Outer>("name = \"a\"\n[encoder]\nwidth = \"x\"\n", ConfigFormat::Toml, origin())
+        let err = parse_config::<Outer>(
+            "name = \"a\"\n[encoder]\nwidth = \"x\"\n",
+            ConfigFormat::Toml,
+            origin(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("`encoder.width`") && !err.contains('\n'),
+            "{err}"
+        );
+        let err = parse_config::<Outer>("name = \n", ConfigFormat::Toml, origin())
             .unwrap_err()
             .to_string();
-        assert!(err.contains("`encoder.width`") && !err.contains('\n'), "{err}");
-        let err = parse_config::<Outer>("name = \n", ConfigFormat::Toml, origin()).unwrap_err().to_string();
         assert!(err.contains("line 1") && !err.contains('\n'), "{err}");
     }
 

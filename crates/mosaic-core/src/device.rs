@@ -66,10 +66,9 @@ impl FromStr for DeviceSpec {
             "cpu" => Ok(DeviceSpec::Cpu),
             "cuda" | "gpu" => Ok(DeviceSpec::Cuda(0)),
             other => match other.strip_prefix("cuda:") {
-                Some(n) => n
-                    .parse()
-                    .map(DeviceSpec::Cuda)
-                    .map_err(|_| bad("the GPU ordinal after `cuda:` must be a number, e.g. cuda:0")),
+                Some(n) => n.parse().map(DeviceSpec::Cuda).map_err(|_| {
+                    bad("the GPU ordinal after `cuda:` must be a number, e.g. cuda:0")
+                }),
                 None => Err(bad("expected `cpu`, `cuda` or `cuda:N`")),
             },
         }

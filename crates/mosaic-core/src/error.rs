@@ -112,7 +112,11 @@ impl Error {
     }
 
     /// A format error about `path`.
-    pub fn format(path: impl Into<PathBuf>, format: &'static str, message: impl Into<String>) -> Self {
+    pub fn format(
+        path: impl Into<PathBuf>,
+        format: &'static str,
+        message: impl Into<String>,
+    ) -> Self {
         Error::Format {
             path: path.into(),
             format,

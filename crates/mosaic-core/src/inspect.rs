@@ -78,7 +78,11 @@ pub fn weight_files_in(dir: &Path) -> Result<Vec<PathBuf>> {
     let with_ext = |exts: &[&str]| -> Vec<PathBuf> {
         entries
             .iter()
-            .filter(|p| p.extension().and_then(|e| e.to_str()).is_some_and(|e| exts.contains(&e)))
+            .filter(|p| {
+                p.extension()
+                    .and_then(|e| e.to_str())
+                    .is_some_and(|e| exts.contains(&e))
+            })
             .cloned()
             .collect()
     };
@@ -106,7 +110,10 @@ pub fn inspect(path: &Path) -> Result<Inspection> {
         let dir = path.parent().unwrap_or(Path::new("."));
         (vec![path.to_path_buf()], dir.join("config.json"))
     };
-    let files = files.iter().map(|f| inspect_file(f)).collect::<Result<Vec<_>>>()?;
+    let files = files
+        .iter()
+        .map(|f| inspect_file(f))
+        .collect::<Result<Vec<_>>>()?;
     let config = if config_path.is_file() {
         let text = std::fs::read_to_string(&config_path).at(&config_path)?;
         Some(serde_json::from_str(&text).map_err(|e| Error::Config {
@@ -116,7 +123,11 @@ pub fn inspect(path: &Path) -> Result<Inspection> {
     } else {
         None
     };
-    let total_params = files.iter().flat_map(|f| &f.tensors).map(TensorInfo::numel).sum();
+    let total_params = files
+        .iter()
+        .flat_map(|f| &f.tensors)
+        .map(TensorInfo::numel)
+        .sum();
     let total_tensors = files.iter().map(|f| f.tensors.len()).sum();
     Ok(Inspection {
         path: path.to_path_buf(),
@@ -137,9 +148,16 @@ mod tests {
     fn model_dir_with_config() {
         let dir = tempfile::tempdir().unwrap();
         let mut t = HashMap::new();
-        t.insert("w".to_string(), Tensor::zeros((3, 4), DType::F32, &Device::Cpu).unwrap());
-        t.insert("b".to_string(), Tensor::zeros(4, DType::F16, &Device::Cpu).unwrap());
-        crate::checkpoint::save_checkpoint(dir.path(), &serde_json::json!({"hidden_size": 4}), &t).unwrap();
+        t.insert(
+            "w".to_string(),
+            Tensor::zeros((3, 4), DType::F32, &Device::Cpu).unwrap(),
+        );
+        t.insert(
+            "b".to_string(),
+            Tensor::zeros(4, DType::F16, &Device::Cpu).unwrap(),
+        );
+        crate::checkpoint::save_checkpoint(dir.path(), &serde_json::json!({"hidden_size": 4}), &t)
+            .unwrap();
         let ins = inspect(dir.path()).unwrap();
         assert_eq!(ins.total_params, 16);
         assert_eq!(ins.total_tensors, 2);

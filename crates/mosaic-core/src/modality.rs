@@ -88,7 +88,10 @@ mod tests {
             let json = serde_json::to_string(&m).unwrap();
             assert_eq!(json, format!("\"{}\"", m.as_str()));
         }
-        assert_eq!("Point-Cloud".parse::<Modality>().unwrap(), Modality::PointCloud);
+        assert_eq!(
+            "Point-Cloud".parse::<Modality>().unwrap(),
+            Modality::PointCloud
+        );
     }
 
     #[test]

@@ -26,7 +26,8 @@ fn torch_dtype(name: &str) -> StorageDType {
 #[test]
 fn tensors_match_torch() {
     let expected: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(fixtures().join("expected.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(fixtures().join("expected.json")).unwrap())
+            .unwrap();
     let files = expected["files"].as_object().unwrap();
     assert_eq!(files.len(), 3);
     for (file, spec) in files {
@@ -35,25 +36,51 @@ fn tensors_match_torch() {
             "zip" => WeightFormat::PytorchZip,
             _ => WeightFormat::PytorchLegacy,
         };
-        assert_eq!(formats::detect_format(&path).unwrap(), want_format, "{file}");
+        assert_eq!(
+            formats::detect_format(&path).unwrap(),
+            want_format,
+            "{file}"
+        );
         let pth = PthFile::open(&path).unwrap();
         let infos = pth.infos();
         let tensors = spec["tensors"].as_object().unwrap();
         assert_eq!(infos.len(), tensors.len(), "{file}: {infos:?}");
         let loaded = pth.load_all(&Device::Cpu).unwrap();
         for (name, t) in tensors {
-            let info = infos.iter().find(|i| &i.name == name).unwrap_or_else(|| panic!("{file}: no {name}"));
-            assert_eq!(info.dtype, torch_dtype(t["dtype"].as_str().unwrap()), "{file}:{name}");
-            let shape: Vec<usize> = t["shape"].as_array().unwrap().iter().map(|d| d.as_u64().unwrap() as usize).collect();
+            let info = infos
+                .iter()
+                .find(|i| &i.name == name)
+                .unwrap_or_else(|| panic!("{file}: no {name}"));
+            assert_eq!(
+                info.dtype,
+                torch_dtype(t["dtype"].as_str().unwrap()),
+                "{file}:{name}"
+            );
+            let shape: Vec<usize> = t["shape"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|d| d.as_u64().unwrap() as usize)
+                .collect();
             assert_eq!(info.shape, shape, "{file}:{name}");
             let tensor = &loaded.iter().find(|(n, _)| n == name).unwrap().1;
             assert_eq!(tensor.dims(), &shape[..]);
-            let got = tensor.to_dtype(DType::F64).unwrap().flatten_all().unwrap().to_vec1::<f64>().unwrap();
+            let got = tensor
+                .to_dtype(DType::F64)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f64>()
+                .unwrap();
             let want: Vec<f64> = t["values"]
                 .as_array()
                 .unwrap()
                 .iter()
-                .map(|v| v.as_f64().or_else(|| v.as_bool().map(|b| b as u8 as f64)).unwrap())
+                .map(|v| {
+                    v.as_f64()
+                        .or_else(|| v.as_bool().map(|b| b as u8 as f64))
+                        .unwrap()
+                })
                 .collect();
             assert_eq!(got, want, "{file}:{name}");
         }
@@ -65,7 +92,10 @@ fn bad_opcode_is_a_one_line_error_naming_the_file() {
     let path = fixtures().join("bad_opcode.pth");
     let err = PthFile::open(&path).err().expect("must fail").to_string();
     assert!(err.contains("bad_opcode.pth"), "{err}");
-    assert!(err.contains("opcode 0xff") && err.contains("byte 137"), "{err}");
+    assert!(
+        err.contains("opcode 0xff") && err.contains("byte 137"),
+        "{err}"
+    );
     assert!(!err.contains('\n'));
 }
 

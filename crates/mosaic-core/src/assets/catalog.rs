@@ -11,16 +11,46 @@ const BUILTIN: &str = include_str!("../../assets/catalog.toml");
 
 /// Recorded per-file sha256 sums of the built-in assets, in `sha256sum` format.
 const BUILTIN_CHECKSUMS: &[(&str, &str)] = &[
-    ("minilm-l6-v2", include_str!("../../assets/checksums/minilm-l6-v2.sha256")),
-    ("whisper-tiny-en", include_str!("../../assets/checksums/whisper-tiny-en.sha256")),
-    ("efficientnet-lite0", include_str!("../../assets/checksums/efficientnet-lite0.sha256")),
-    ("silero-vad", include_str!("../../assets/checksums/silero-vad.sha256")),
-    ("pp-ocrv4", include_str!("../../assets/checksums/pp-ocrv4.sha256")),
-    ("fashion-mnist", include_str!("../../assets/checksums/fashion-mnist.sha256")),
-    ("asterisk-sounds", include_str!("../../assets/checksums/asterisk-sounds.sha256")),
-    ("pocketsphinx-testdata", include_str!("../../assets/checksums/pocketsphinx-testdata.sha256")),
-    ("skimage-photos", include_str!("../../assets/checksums/skimage-photos.sha256")),
-    ("sklearn-digits", include_str!("../../assets/checksums/sklearn-digits.sha256")),
+    (
+        "minilm-l6-v2",
+        include_str!("../../assets/checksums/minilm-l6-v2.sha256"),
+    ),
+    (
+        "whisper-tiny-en",
+        include_str!("../../assets/checksums/whisper-tiny-en.sha256"),
+    ),
+    (
+        "efficientnet-lite0",
+        include_str!("../../assets/checksums/efficientnet-lite0.sha256"),
+    ),
+    (
+        "silero-vad",
+        include_str!("../../assets/checksums/silero-vad.sha256"),
+    ),
+    (
+        "pp-ocrv4",
+        include_str!("../../assets/checksums/pp-ocrv4.sha256"),
+    ),
+    (
+        "fashion-mnist",
+        include_str!("../../assets/checksums/fashion-mnist.sha256"),
+    ),
+    (
+        "asterisk-sounds",
+        include_str!("../../assets/checksums/asterisk-sounds.sha256"),
+    ),
+    (
+        "pocketsphinx-testdata",
+        include_str!("../../assets/checksums/pocketsphinx-testdata.sha256"),
+    ),
+    (
+        "skimage-photos",
+        include_str!("../../assets/checksums/skimage-photos.sha256"),
+    ),
+    (
+        "sklearn-digits",
+        include_str!("../../assets/checksums/sklearn-digits.sha256"),
+    ),
 ];
 
 /// Whether an asset is a model or a data set.
@@ -133,7 +163,13 @@ pub fn parse_checksums(text: &str, origin: &Path) -> Result<Vec<(String, String)
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        let bad = || Error::format(origin, "sha256sum", format!("line {}: expected `<64 hex digits>  <path>`", i + 1));
+        let bad = || {
+            Error::format(
+                origin,
+                "sha256sum",
+                format!("line {}: expected `<64 hex digits>  <path>`", i + 1),
+            )
+        };
         let (hex, path) = line.split_once("  ").ok_or_else(bad)?;
         if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(bad());
@@ -179,10 +215,12 @@ impl Catalog {
 
     /// Only the built-in catalog.
     pub fn builtin() -> Self {
-        let mut cat = Self::parse(BUILTIN, Path::new("<built-in catalog>")).expect("the built-in catalog parses (tested)");
+        let mut cat = Self::parse(BUILTIN, Path::new("<built-in catalog>"))
+            .expect("the built-in catalog parses (tested)");
         for a in &mut cat.assets {
             if let Some((_, sums)) = BUILTIN_CHECKSUMS.iter().find(|(n, _)| *n == a.name) {
-                a.files = parse_checksums(sums, Path::new(&format!("<checksums of {}>", a.name))).expect("built-in checksums parse (tested)");
+                a.files = parse_checksums(sums, Path::new(&format!("<checksums of {}>", a.name)))
+                    .expect("built-in checksums parse (tested)");
             }
         }
         cat
@@ -205,7 +243,8 @@ impl Catalog {
     }
 
     fn parse(text: &str, origin: &Path) -> Result<Self> {
-        let file: CatalogFile = crate::config::parse_config(text, crate::config::ConfigFormat::Toml, origin)?;
+        let file: CatalogFile =
+            crate::config::parse_config(text, crate::config::ConfigFormat::Toml, origin)?;
         let cat = Catalog { assets: file.asset };
         cat.validate(origin)?;
         Ok(cat)
@@ -217,8 +256,17 @@ impl Catalog {
             message: m,
         };
         for (i, a) in self.assets.iter().enumerate() {
-            if a.name.is_empty() || !a.name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.') || a.name.starts_with('.') {
-                return Err(bad(format!("asset name `{}` must be letters, digits, `-`, `_` or `.`", a.name)));
+            if a.name.is_empty()
+                || !a
+                    .name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+                || a.name.starts_with('.')
+            {
+                return Err(bad(format!(
+                    "asset name `{}` must be letters, digits, `-`, `_` or `.`",
+                    a.name
+                )));
             }
             if self.assets[..i].iter().any(|b| b.name == a.name) {
                 return Err(bad(format!("asset `{}` is listed twice", a.name)));
@@ -238,15 +286,24 @@ impl Catalog {
                     }
                 }
                 if s.sha256.len() != 64 || !s.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
-                    return Err(bad(format!("asset `{}`: sha256 of `{}` must be 64 hex digits", a.name, s.file)));
+                    return Err(bad(format!(
+                        "asset `{}`: sha256 of `{}` must be 64 hex digits",
+                        a.name, s.file
+                    )));
                 }
                 if s.file.contains('/') || s.file.is_empty() {
-                    return Err(bad(format!("asset `{}`: `file` must be a plain file name", a.name)));
+                    return Err(bad(format!(
+                        "asset `{}`: `file` must be a plain file name",
+                        a.name
+                    )));
                 }
                 for r in &s.extract {
                     let to_ok = r.to.is_empty() || safe_relative(&r.to).is_some();
                     if r.from.is_empty() || !to_ok {
-                        return Err(bad(format!("asset `{}`: extract rule {:?} must stay inside the asset folder", a.name, r)));
+                        return Err(bad(format!(
+                            "asset `{}`: extract rule {:?} must stay inside the asset folder",
+                            a.name, r
+                        )));
                     }
                 }
             }
@@ -261,10 +318,18 @@ impl Catalog {
 
     /// The asset called `name`, or an error listing the known names.
     pub fn get(&self, name: &str) -> Result<&AssetSpec> {
-        self.assets.iter().find(|a| a.name == name).ok_or_else(|| Error::UnknownAsset {
-            name: name.to_string(),
-            known: self.assets.iter().map(|a| a.name.as_str()).collect::<Vec<_>>().join(", "),
-        })
+        self.assets
+            .iter()
+            .find(|a| a.name == name)
+            .ok_or_else(|| Error::UnknownAsset {
+                name: name.to_string(),
+                known: self
+                    .assets
+                    .iter()
+                    .map(|a| a.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })
     }
 }
 
@@ -291,18 +356,36 @@ mod tests {
             assert!(!a.files.is_empty(), "{name} has no recorded checksums");
         }
         let err = cat.get("gpt-5").unwrap_err().to_string();
-        assert!(err.contains("`gpt-5`") && err.contains("minilm-l6-v2"), "{err}");
+        assert!(
+            err.contains("`gpt-5`") && err.contains("minilm-l6-v2"),
+            "{err}"
+        );
     }
 
     #[test]
     fn extract_rules() {
-        let dir = ExtractRule { from: "a/b/".into(), to: "x/".into(), unzip: false };
-        assert_eq!(dir.destination("./a/b/c/d.wav").as_deref(), Some("x/c/d.wav"));
+        let dir = ExtractRule {
+            from: "a/b/".into(),
+            to: "x/".into(),
+            unzip: false,
+        };
+        assert_eq!(
+            dir.destination("./a/b/c/d.wav").as_deref(),
+            Some("x/c/d.wav")
+        );
         assert_eq!(dir.destination("a/b/"), None);
         assert_eq!(dir.destination("a/bc"), None);
-        let file = ExtractRule { from: "a/m.pth".into(), to: "".into(), unzip: false };
+        let file = ExtractRule {
+            from: "a/m.pth".into(),
+            to: "".into(),
+            unzip: false,
+        };
         assert_eq!(file.destination("a/m.pth").as_deref(), Some("m.pth"));
-        let renamed = ExtractRule { from: "a/m.pth".into(), to: "n.pth".into(), unzip: false };
+        let renamed = ExtractRule {
+            from: "a/m.pth".into(),
+            to: "n.pth".into(),
+            unzip: false,
+        };
         assert_eq!(renamed.destination("a/m.pth").as_deref(), Some("n.pth"));
     }
 

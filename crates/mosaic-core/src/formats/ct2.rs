@@ -55,7 +55,11 @@ impl<'a> Cursor<'a> {
             return Err(Error::format(
                 self.path,
                 FORMAT,
-                format!("truncated: {what} at byte {} needs {n} bytes, {} left", self.pos, self.bytes.len() - self.pos),
+                format!(
+                    "truncated: {what} at byte {} needs {n} bytes, {} left",
+                    self.pos,
+                    self.bytes.len() - self.pos
+                ),
             ));
         }
         let s = &self.bytes[self.pos..self.pos + n];
@@ -78,8 +82,13 @@ impl<'a> Cursor<'a> {
         let at = self.pos;
         let raw = self.take(n, what)?;
         let raw = raw.strip_suffix(&[0]).unwrap_or(raw);
-        String::from_utf8(raw.to_vec())
-            .map_err(|_| Error::format(self.path, FORMAT, format!("{what} at byte {at} is not UTF-8")))
+        String::from_utf8(raw.to_vec()).map_err(|_| {
+            Error::format(
+                self.path,
+                FORMAT,
+                format!("{what} at byte {at} is not UTF-8"),
+            )
+        })
     }
 }
 
@@ -118,8 +127,16 @@ impl Ct2File {
             ));
         }
         let spec_name = c.string("spec name (magic)")?;
-        if spec_name.is_empty() || !spec_name.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_') {
-            return Err(Error::format(path, FORMAT, format!("bad spec name {spec_name:?} (bad magic)")));
+        if spec_name.is_empty()
+            || !spec_name
+                .chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || ch == '_')
+        {
+            return Err(Error::format(
+                path,
+                FORMAT,
+                format!("bad spec name {spec_name:?} (bad magic)"),
+            ));
         }
         let spec_revision = c.u32("spec revision")?;
         let count = c.u32("variable count")? as usize;
@@ -132,8 +149,13 @@ impl Ct2File {
                 shape.push(c.u32(&format!("dims of `{name}`"))? as usize);
             }
             let code = c.u8(&format!("dtype of `{name}`"))?;
-            let dt = dtype(code)
-                .ok_or_else(|| Error::format(path, FORMAT, format!("variable `{name}` has unknown dtype code {code}")))?;
+            let dt = dtype(code).ok_or_else(|| {
+                Error::format(
+                    path,
+                    FORMAT,
+                    format!("variable `{name}` has unknown dtype code {code}"),
+                )
+            })?;
             let len = c.u32(&format!("byte count of `{name}`"))? as usize;
             let numel: usize = shape.iter().product();
             if numel.checked_mul(dt.size()) != Some(len) {
@@ -146,7 +168,11 @@ impl Ct2File {
             let offset = c.pos;
             c.take(len, &format!("data of `{name}`"))?;
             variables.push(Variable {
-                info: TensorInfo { name, dtype: dt, shape },
+                info: TensorInfo {
+                    name,
+                    dtype: dt,
+                    shape,
+                },
                 offset,
                 len,
             });
@@ -161,7 +187,11 @@ impl Ct2File {
             }
         }
         if c.pos != c.bytes.len() {
-            return Err(Error::format(path, FORMAT, format!("{} unexpected trailing bytes", c.bytes.len() - c.pos)));
+            return Err(Error::format(
+                path,
+                FORMAT,
+                format!("{} unexpected trailing bytes", c.bytes.len() - c.pos),
+            ));
         }
         Ok(Ct2File {
             path: path.to_path_buf(),
@@ -202,7 +232,13 @@ impl Ct2File {
 }
 
 /// Writes a CTranslate2 file (used by tests and converters).
-pub fn write(path: &Path, spec_name: &str, revision: u32, vars: &[(&str, StorageDType, &[usize], &[u8])], aliases: &[(&str, &str)]) -> Result<()> {
+pub fn write(
+    path: &Path,
+    spec_name: &str,
+    revision: u32,
+    vars: &[(&str, StorageDType, &[usize], &[u8])],
+    aliases: &[(&str, &str)],
+) -> Result<()> {
     fn s(out: &mut Vec<u8>, v: &str) {
         out.extend_from_slice(&((v.len() + 1) as u16).to_le_bytes());
         out.extend_from_slice(v.as_bytes());
@@ -215,7 +251,11 @@ pub fn write(path: &Path, spec_name: &str, revision: u32, vars: &[(&str, Storage
         StorageDType::I32 => Ok(3),
         StorageDType::F16 => Ok(4),
         StorageDType::BF16 => Ok(5),
-        other => Err(Error::format(path, FORMAT, format!("cannot store dtype {other}"))),
+        other => Err(Error::format(
+            path,
+            FORMAT,
+            format!("cannot store dtype {other}"),
+        )),
     };
     let mut out = Vec::new();
     out.extend_from_slice(&MAX_BINARY_VERSION.to_le_bytes());
@@ -246,13 +286,23 @@ mod tests {
 
     fn sample(dir: &Path) -> PathBuf {
         let p = dir.join("model.bin");
-        let w: Vec<u8> = [1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0].iter().flat_map(|x| x.to_le_bytes()).collect();
-        let h: Vec<u8> = [half::f16::from_f32(0.5), half::f16::from_f32(-1.0)].iter().flat_map(|x| x.to_le_bytes()).collect();
+        let w: Vec<u8> = [1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0]
+            .iter()
+            .flat_map(|x| x.to_le_bytes())
+            .collect();
+        let h: Vec<u8> = [half::f16::from_f32(0.5), half::f16::from_f32(-1.0)]
+            .iter()
+            .flat_map(|x| x.to_le_bytes())
+            .collect();
         write(
             &p,
             "WhisperSpec",
             3,
-            &[("enc/w", StorageDType::F32, &[2, 3], &w), ("flag", StorageDType::I8, &[], &[0xff]), ("dec/h", StorageDType::F16, &[2], &h)],
+            &[
+                ("enc/w", StorageDType::F32, &[2, 3], &w),
+                ("flag", StorageDType::I8, &[], &[0xff]),
+                ("dec/h", StorageDType::F16, &[2], &h),
+            ],
             &[("dec/proj", "enc/w")],
         )
         .unwrap();
@@ -270,9 +320,19 @@ mod tests {
         assert_eq!(infos[0].shape, vec![2, 3]);
         let dev = Device::Cpu;
         let w = f.load("dec/proj", &dev).unwrap();
-        assert_eq!(w.to_vec2::<f32>().unwrap(), vec![vec![1.0, 2.0, 3.0], vec![4.0, 5.0, 6.0]]);
-        assert_eq!(f.load("flag", &dev).unwrap().to_scalar::<i16>().unwrap(), -1);
-        let h = f.load("dec/h", &dev).unwrap().to_dtype(candle_core::DType::F32).unwrap();
+        assert_eq!(
+            w.to_vec2::<f32>().unwrap(),
+            vec![vec![1.0, 2.0, 3.0], vec![4.0, 5.0, 6.0]]
+        );
+        assert_eq!(
+            f.load("flag", &dev).unwrap().to_scalar::<i16>().unwrap(),
+            -1
+        );
+        let h = f
+            .load("dec/h", &dev)
+            .unwrap()
+            .to_dtype(candle_core::DType::F32)
+            .unwrap();
         assert_eq!(h.to_vec1::<f32>().unwrap(), vec![0.5, -1.0]);
     }
 
@@ -285,7 +345,10 @@ mod tests {
         bytes[0] = 9;
         std::fs::write(&p, &bytes).unwrap();
         let err = Ct2File::open(&p).err().unwrap().to_string();
-        assert!(err.contains("model.bin") && err.contains("binary version 9"), "{err}");
+        assert!(
+            err.contains("model.bin") && err.contains("binary version 9"),
+            "{err}"
+        );
         std::fs::write(&p, &good[..good.len() - 30]).unwrap();
         let err = Ct2File::open(&p).err().unwrap().to_string();
         assert!(err.contains("truncated"), "{err}");

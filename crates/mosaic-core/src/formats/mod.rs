@@ -171,8 +171,14 @@ pub fn detect_format(path: &Path) -> Result<WeightFormat> {
         let version = u32::from_le_bytes([head[0], head[1], head[2], head[3]]);
         let name_len = u16::from_le_bytes([head[4], head[5]]) as usize;
         let name = &head[6..head.len().min(6 + name_len)];
-        let name_like = (2..=256).contains(&name_len) && !name.is_empty() && name.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'_' || *b == 0);
-        if name_like || ((1..=ct2::MAX_BINARY_VERSION).contains(&version) && (2..=256).contains(&name_len)) {
+        let name_like = (2..=256).contains(&name_len)
+            && !name.is_empty()
+            && name
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || *b == b'_' || *b == 0);
+        if name_like
+            || ((1..=ct2::MAX_BINARY_VERSION).contains(&version) && (2..=256).contains(&name_len))
+        {
             return Ok(WeightFormat::Ctranslate2);
         }
     }
@@ -213,14 +219,21 @@ pub fn load_tensors(path: &Path, device: &Device) -> Result<Vec<(String, Tensor)
             v.sort_by(|a, b| a.0.cmp(&b.0));
             Ok(v)
         }
-        WeightFormat::PytorchZip | WeightFormat::PytorchLegacy => pth::PthFile::open(path)?.load_all(device),
+        WeightFormat::PytorchZip | WeightFormat::PytorchLegacy => {
+            pth::PthFile::open(path)?.load_all(device)
+        }
         WeightFormat::Ctranslate2 => ct2::Ct2File::open(path)?.load_all(device),
     }
 }
 
 /// Builds a candle tensor from little-endian bytes of `dtype`, converting
 /// the types candle lacks (bool → u8, i8 → i16).
-pub(crate) fn tensor_from_le_bytes(bytes: &[u8], dtype: StorageDType, shape: &[usize], device: &Device) -> candle_core::Result<Tensor> {
+pub(crate) fn tensor_from_le_bytes(
+    bytes: &[u8],
+    dtype: StorageDType,
+    shape: &[usize],
+    device: &Device,
+) -> candle_core::Result<Tensor> {
     match dtype {
         StorageDType::Bool => {
             let v: Vec<u8> = bytes.iter().map(|&b| u8::from(b != 0)).collect();

@@ -118,7 +118,11 @@ pub struct Unpickler<'a> {
 impl<'a> Unpickler<'a> {
     /// Reads from `bytes`; `base` is their offset in the file (for errors).
     pub fn new(bytes: &'a [u8], base: usize) -> Self {
-        Unpickler { bytes, pos: 0, base }
+        Unpickler {
+            bytes,
+            pos: 0,
+            base,
+        }
     }
 
     /// Position after the last pickle read, relative to `bytes`.
@@ -135,7 +139,13 @@ impl<'a> Unpickler<'a> {
 
     fn take(&mut self, n: usize) -> PResult<&'a [u8]> {
         if self.bytes.len() - self.pos < n {
-            return self.err(self.pos, format!("truncated: needs {n} more bytes, {} left", self.bytes.len() - self.pos));
+            return self.err(
+                self.pos,
+                format!(
+                    "truncated: needs {n} more bytes, {} left",
+                    self.bytes.len() - self.pos
+                ),
+            );
         }
         let s = &self.bytes[self.pos..self.pos + n];
         self.pos += n;
@@ -253,7 +263,11 @@ impl<'a> Unpickler<'a> {
                     stack.push(Value::Int(v as i64));
                 }
                 0x8a | 0x8b => {
-                    let n = if op == 0x8a { self.u8()? as usize } else { self.len_field(4)? };
+                    let n = if op == 0x8a {
+                        self.u8()? as usize
+                    } else {
+                        self.len_field(4)?
+                    };
                     let b = self.take(n)?;
                     stack.push(long_from_le(b));
                 }
@@ -383,7 +397,9 @@ impl<'a> Unpickler<'a> {
                     let name = pop!(at);
                     let module = pop!(at);
                     match (module, name) {
-                        (Value::Str(module), Value::Str(name)) => stack.push(Value::Global { module, name }),
+                        (Value::Str(module), Value::Str(name)) => {
+                            stack.push(Value::Global { module, name })
+                        }
                         _ => return self.err(at, "STACK_GLOBAL needs two strings"),
                     }
                 }
@@ -528,21 +544,35 @@ mod tests {
         // pickle.dumps({'a': [1, -2, 3.5], 'b': (True, None)}, protocol=2)
         let p2 = b"\x80\x02}q\x00(X\x01\x00\x00\x00aq\x01]q\x02(K\x01J\xfe\xff\xff\xffG@\x0c\x00\x00\x00\x00\x00\x00eX\x01\x00\x00\x00bq\x03\x88N\x86q\x04u.";
         let v = Unpickler::new(p2, 0).load().unwrap();
-        let Value::Dict(d) = v else { panic!("not a dict") };
+        let Value::Dict(d) = v else {
+            panic!("not a dict")
+        };
         assert_eq!(d[0].0, Value::Str("a".into()));
-        assert_eq!(d[0].1, Value::List(vec![Value::Int(1), Value::Int(-2), Value::Float(3.5)]));
+        assert_eq!(
+            d[0].1,
+            Value::List(vec![Value::Int(1), Value::Int(-2), Value::Float(3.5)])
+        );
         assert_eq!(d[1].1, Value::Tuple(vec![Value::Bool(true), Value::None]));
         // pickle.dumps(('x', 2**70), protocol=4)
         let p4 = b"\x80\x04\x95\x18\x00\x00\x00\x00\x00\x00\x00\x8c\x01x\x94\x8a\t\x00\x00\x00\x00\x00\x00\x00\x00@\x86\x94.";
         let v = Unpickler::new(p4, 0).load().unwrap();
-        assert_eq!(v, Value::Tuple(vec![Value::Str("x".into()), Value::BigInt(vec![0, 0, 0, 0, 0, 0, 0, 0, 0x40])]));
+        assert_eq!(
+            v,
+            Value::Tuple(vec![
+                Value::Str("x".into()),
+                Value::BigInt(vec![0, 0, 0, 0, 0, 0, 0, 0, 0x40])
+            ])
+        );
     }
 
     #[test]
     fn long1_sign_extends() {
         assert_eq!(long_from_le(&[0xff]), Value::Int(-1));
         assert_eq!(long_from_le(&[0x00, 0x01]), Value::Int(256));
-        assert_eq!(long_from_le(&[0x6a, 0xa8, 0x50, 0x19]), Value::Int(0x1950a86a));
+        assert_eq!(
+            long_from_le(&[0x6a, 0xa8, 0x50, 0x19]),
+            Value::Int(0x1950a86a)
+        );
     }
 
     #[test]
@@ -550,7 +580,9 @@ mod tests {
         let err = Unpickler::new(b"\x80\x02\xff", 10).load().unwrap_err();
         assert_eq!(err.offset, 12);
         assert!(err.message.contains("0xff"));
-        let err = Unpickler::new(b"\x80\x02X\xff\xff\xff\x7f", 0).load().unwrap_err();
+        let err = Unpickler::new(b"\x80\x02X\xff\xff\xff\x7f", 0)
+            .load()
+            .unwrap_err();
         assert!(err.message.contains("runs past"), "{err}");
         assert!(Unpickler::new(b"", 0).load().is_err());
         assert!(Unpickler::new(b"e.", 0).load().is_err());

@@ -41,7 +41,9 @@ enum Storages {
     /// Zip archive: storage key → entry name.
     Zip { entries: HashMap<String, String> },
     /// Legacy stream: storage key → (byte offset, element count).
-    Legacy { spans: HashMap<String, (usize, usize)> },
+    Legacy {
+        spans: HashMap<String, (usize, usize)>,
+    },
 }
 
 /// An opened PyTorch checkpoint.
@@ -99,11 +101,18 @@ fn key_string(k: &Value) -> Option<String> {
 }
 
 fn join(prefix: &str, k: &str) -> String {
-    if prefix.is_empty() { k.to_string() } else { format!("{prefix}.{k}") }
+    if prefix.is_empty() {
+        k.to_string()
+    } else {
+        format!("{prefix}.{k}")
+    }
 }
 
 fn usizes(v: &Value) -> Option<Vec<usize>> {
-    v.as_seq()?.iter().map(|x| x.as_int().and_then(|i| usize::try_from(i).ok())).collect()
+    v.as_seq()?
+        .iter()
+        .map(|x| x.as_int().and_then(|i| usize::try_from(i).ok()))
+        .collect()
 }
 
 impl Collector<'_> {
@@ -126,11 +135,15 @@ impl Collector<'_> {
                 // A whole pickled `nn.Module`: its state holds `_parameters`,
                 // `_buffers` and `_modules`; name them like `state_dict()` does.
                 if let Value::Dict(items) = state.as_ref() {
-                    let module_like = items.iter().any(|(k, _)| k.as_str() == Some("_modules") || k.as_str() == Some("_parameters"));
+                    let module_like = items.iter().any(|(k, _)| {
+                        k.as_str() == Some("_modules") || k.as_str() == Some("_parameters")
+                    });
                     if module_like {
                         for (k, val) in items {
                             match k.as_str() {
-                                Some("_parameters") | Some("_buffers") | Some("_modules") => self.walk(val, prefix)?,
+                                Some("_parameters") | Some("_buffers") | Some("_modules") => {
+                                    self.walk(val, prefix)?
+                                }
                                 _ => {}
                             }
                         }
@@ -151,14 +164,23 @@ impl Collector<'_> {
         };
         let args = args.as_seq().unwrap_or(&[]);
         match (module.as_str(), name.as_str()) {
-            ("torch._utils", "_rebuild_tensor_v2") | ("torch._utils", "_rebuild_tensor") => self.tensor(args, prefix),
-            ("torch._utils", "_rebuild_parameter") | ("torch._utils", "_rebuild_parameter_with_state") => match args.first() {
+            ("torch._utils", "_rebuild_tensor_v2") | ("torch._utils", "_rebuild_tensor") => {
+                self.tensor(args, prefix)
+            }
+            ("torch._utils", "_rebuild_parameter")
+            | ("torch._utils", "_rebuild_parameter_with_state") => match args.first() {
                 Some(data) => self.walk(data, prefix),
-                None => Err(ferr(self.path, format!("`{prefix}`: parameter without data"))),
+                None => Err(ferr(
+                    self.path,
+                    format!("`{prefix}`: parameter without data"),
+                )),
             },
             ("torch._tensor", "_rebuild_from_type_v2") => match (args.first(), args.get(2)) {
                 (Some(func), Some(inner)) => self.reduce(func, inner, prefix),
-                _ => Err(ferr(self.path, format!("`{prefix}`: malformed _rebuild_from_type_v2"))),
+                _ => Err(ferr(
+                    self.path,
+                    format!("`{prefix}`: malformed _rebuild_from_type_v2"),
+                )),
             },
             _ => Ok(()),
         }
@@ -169,12 +191,17 @@ impl Collector<'_> {
         let Value::Persistent(pid) = v else {
             return Err(bad("storage is not a persistent reference"));
         };
-        let items = pid.as_seq().ok_or_else(|| bad("storage id is not a tuple"))?;
+        let items = pid
+            .as_seq()
+            .ok_or_else(|| bad("storage id is not a tuple"))?;
         if items.first().and_then(Value::as_str) != Some("storage") || items.len() < 5 {
-            return Err(bad("storage id is not ('storage', type, key, location, size)"));
+            return Err(bad(
+                "storage id is not ('storage', type, key, location, size)",
+            ));
         }
         let dtype = match &items[1] {
-            Value::Global { name, .. } => storage_dtype(name).ok_or_else(|| bad(&format!("unsupported storage type `{name}`")))?,
+            Value::Global { name, .. } => storage_dtype(name)
+                .ok_or_else(|| bad(&format!("unsupported storage type `{name}`")))?,
             _ => return Err(bad("storage type is not a class")),
         };
         let key = key_string(&items[2]).ok_or_else(|| bad("storage key is not a string"))?;
@@ -183,7 +210,10 @@ impl Collector<'_> {
         if let Some(Value::Tuple(view)) = items.get(5) {
             if view.len() == 3 {
                 let view_key = key_string(&view[0]).ok_or_else(|| bad("bad view key"))?;
-                let off = view[1].as_int().and_then(|i| usize::try_from(i).ok()).ok_or_else(|| bad("bad view offset"))?;
+                let off = view[1]
+                    .as_int()
+                    .and_then(|i| usize::try_from(i).ok())
+                    .ok_or_else(|| bad("bad view offset"))?;
                 return Ok(StorageRef {
                     key: view_key,
                     dtype,
@@ -191,20 +221,35 @@ impl Collector<'_> {
                 });
             }
         }
-        Ok(StorageRef { key, dtype, view_of: None })
+        Ok(StorageRef {
+            key,
+            dtype,
+            view_of: None,
+        })
     }
 
     fn tensor(&mut self, args: &[Value], prefix: &str) -> Result<()> {
         if args.len() < 4 {
-            return Err(ferr(self.path, format!("tensor `{prefix}`: rebuild call has {} arguments, expected at least 4", args.len())));
+            return Err(ferr(
+                self.path,
+                format!(
+                    "tensor `{prefix}`: rebuild call has {} arguments, expected at least 4",
+                    args.len()
+                ),
+            ));
         }
         let sref = self.storage_ref(&args[0], prefix)?;
         let bad = |m: &str| ferr(self.path, format!("tensor `{prefix}`: {m}"));
-        let offset = args[1].as_int().and_then(|i| usize::try_from(i).ok()).ok_or_else(|| bad("bad storage offset"))?;
+        let offset = args[1]
+            .as_int()
+            .and_then(|i| usize::try_from(i).ok())
+            .ok_or_else(|| bad("bad storage offset"))?;
         let shape = usizes(&args[2]).ok_or_else(|| bad("bad shape"))?;
         let stride = usizes(&args[3]).ok_or_else(|| bad("bad stride"))?;
         if stride.len() != shape.len() {
-            return Err(bad(&format!("shape {shape:?} and stride {stride:?} differ in rank")));
+            return Err(bad(&format!(
+                "shape {shape:?} and stride {stride:?} differ in rank"
+            )));
         }
         let (storage, offset) = match &sref.view_of {
             Some((root, view_off)) => (root.clone(), offset + view_off),
@@ -212,7 +257,10 @@ impl Collector<'_> {
         };
         if let Some(prev) = self.storage_dtypes.insert(storage.clone(), sref.dtype) {
             if prev != sref.dtype {
-                return Err(bad(&format!("storage `{storage}` used as both {prev} and {}", sref.dtype)));
+                return Err(bad(&format!(
+                    "storage `{storage}` used as both {prev} and {}",
+                    sref.dtype
+                )));
             }
         }
         self.tensors.push(PthTensor {
@@ -256,13 +304,21 @@ impl PthFile {
     fn open_zip(path: &Path, bytes: memmap2::Mmap) -> Result<Self> {
         let mut zip = zip::ZipArchive::new(std::io::Cursor::new(&bytes[..]))
             .map_err(|e| ferr(path, format!("bad zip archive: {e}")))?;
-        let names: Vec<String> = zip.file_names().map(|n| n.map(|n| n.into_owned())).collect::<std::result::Result<_, _>>()
+        let names: Vec<String> = zip
+            .file_names()
+            .map(|n| n.map(|n| n.into_owned()))
+            .collect::<std::result::Result<_, _>>()
             .map_err(|e| ferr(path, format!("bad zip archive: {e}")))?;
         let pkl = names
             .iter()
             .find(|n| n.ends_with("/data.pkl") && n.matches('/').count() == 1)
             .cloned()
-            .ok_or_else(|| ferr(path, "zip archive has no `<root>/data.pkl`; not a torch.save file"))?;
+            .ok_or_else(|| {
+                ferr(
+                    path,
+                    "zip archive has no `<root>/data.pkl`; not a torch.save file",
+                )
+            })?;
         let root = pkl.trim_end_matches("data.pkl").to_string();
         let mut pickle = Vec::new();
         zip.by_name(&pkl)
@@ -277,7 +333,10 @@ impl PthFile {
         for key in c.storage_dtypes.keys() {
             let entry = format!("{root}data/{key}");
             if !names.contains(&entry) {
-                return Err(ferr(path, format!("storage `{key}` is missing (no entry `{entry}`)")));
+                return Err(ferr(
+                    path,
+                    format!("storage `{key}` is missing (no entry `{entry}`)"),
+                ));
             }
             entries.insert(key.clone(), entry);
         }
@@ -303,16 +362,25 @@ impl PthFile {
         match next("magic number")? {
             Value::BigInt(b) if b == LEGACY_MAGIC => {}
             other => {
-                return Err(ferr(path, format!("not a torch.save file: bad magic number {other:?}")));
+                return Err(ferr(
+                    path,
+                    format!("not a torch.save file: bad magic number {other:?}"),
+                ));
             }
         }
         let protocol = next("protocol version")?;
         if protocol.as_int() != Some(1001) {
-            return Err(ferr(path, format!("unsupported legacy protocol version {protocol:?} (expected 1001)")));
+            return Err(ferr(
+                path,
+                format!("unsupported legacy protocol version {protocol:?} (expected 1001)"),
+            ));
         }
         let sys_info = next("system info")?;
         if let Value::Dict(items) = &sys_info {
-            let little = items.iter().find(|(k, _)| k.as_str() == Some("little_endian")).map(|(_, v)| v);
+            let little = items
+                .iter()
+                .find(|(k, _)| k.as_str() == Some("little_endian"))
+                .map(|(_, v)| v);
             if little == Some(&Value::Bool(false)) {
                 return Err(ferr(path, "big-endian checkpoints are not supported"));
             }
@@ -328,12 +396,17 @@ impl PthFile {
             .collect::<Result<_>>()?;
         let mut spans = HashMap::new();
         for key in keys {
-            let dtype = *c
-                .storage_dtypes
-                .get(&key)
-                .ok_or_else(|| ferr(path, format!("storage `{key}` has data but no tensor names its type")))?;
+            let dtype = *c.storage_dtypes.get(&key).ok_or_else(|| {
+                ferr(
+                    path,
+                    format!("storage `{key}` has data but no tensor names its type"),
+                )
+            })?;
             if bytes.len() - pos < 8 {
-                return Err(ferr(path, format!("truncated: storage `{key}` header at byte {pos}")));
+                return Err(ferr(
+                    path,
+                    format!("truncated: storage `{key}` header at byte {pos}"),
+                ));
             }
             let numel = u64::from_le_bytes(bytes[pos..pos + 8].try_into().expect("8 bytes"));
             let start = pos + 8;
@@ -345,7 +418,10 @@ impl PthFile {
         }
         for key in c.storage_dtypes.keys() {
             if !spans.contains_key(key) {
-                return Err(ferr(path, format!("storage `{key}` is referenced but has no data")));
+                return Err(ferr(
+                    path,
+                    format!("storage `{key}` is referenced but has no data"),
+                ));
             }
         }
         Ok(PthFile {
@@ -366,16 +442,26 @@ impl PthFile {
         match &self.storages {
             Storages::Legacy { spans } => {
                 let (start, numel) = spans[key];
-                let dtype = self.tensors.iter().find(|t| t.storage == key).map(|t| t.info.dtype).expect("storage has a tensor");
-                Ok(std::borrow::Cow::Borrowed(&self.bytes[start..start + numel * dtype.size()]))
+                let dtype = self
+                    .tensors
+                    .iter()
+                    .find(|t| t.storage == key)
+                    .map(|t| t.info.dtype)
+                    .expect("storage has a tensor");
+                Ok(std::borrow::Cow::Borrowed(
+                    &self.bytes[start..start + numel * dtype.size()],
+                ))
             }
             Storages::Zip { entries } => {
                 let mut zip = zip::ZipArchive::new(std::io::Cursor::new(&self.bytes[..]))
                     .map_err(|e| ferr(&self.path, format!("bad zip archive: {e}")))?;
                 let name = &entries[key];
-                let mut f = zip.by_name(name).map_err(|e| ferr(&self.path, format!("{name}: {e}")))?;
+                let mut f = zip
+                    .by_name(name)
+                    .map_err(|e| ferr(&self.path, format!("{name}: {e}")))?;
                 let mut out = Vec::with_capacity(f.size() as usize);
-                f.read_to_end(&mut out).map_err(|e| ferr(&self.path, format!("{name}: {e}")))?;
+                f.read_to_end(&mut out)
+                    .map_err(|e| ferr(&self.path, format!("{name}: {e}")))?;
                 Ok(std::borrow::Cow::Owned(out))
             }
         }
@@ -389,11 +475,20 @@ impl PthFile {
         if numel == 0 {
             return Ok(Vec::new());
         }
-        let last = t.offset + t.info.shape.iter().zip(&t.stride).map(|(d, s)| (d - 1) * s).sum::<usize>();
+        let last = t.offset
+            + t.info
+                .shape
+                .iter()
+                .zip(&t.stride)
+                .map(|(d, s)| (d - 1) * s)
+                .sum::<usize>();
         if last >= avail {
             return Err(ferr(
                 &self.path,
-                format!("tensor `{}` reaches element {last} of storage `{}`, which has {avail} (truncated file?)", t.info.name, t.storage),
+                format!(
+                    "tensor `{}` reaches element {last} of storage `{}`, which has {avail} (truncated file?)",
+                    t.info.name, t.storage
+                ),
             ));
         }
         let rank = t.info.shape.len();
@@ -429,8 +524,12 @@ impl PthFile {
 
     fn materialize(&self, t: &PthTensor, storage: &[u8], device: &Device) -> Result<Tensor> {
         let data = self.contiguous_bytes(t, storage)?;
-        super::tensor_from_le_bytes(&data, t.info.dtype, &t.info.shape, device)
-            .map_err(|e| Error::tensor(format!("{}: loading `{}`", self.path.display(), t.info.name), e))
+        super::tensor_from_le_bytes(&data, t.info.dtype, &t.info.shape, device).map_err(|e| {
+            Error::tensor(
+                format!("{}: loading `{}`", self.path.display(), t.info.name),
+                e,
+            )
+        })
     }
 
     /// Loads every tensor, in file order. Each storage is read once.
@@ -441,7 +540,10 @@ impl PthFile {
             if !cache.contains_key(t.storage.as_str()) {
                 cache.insert(t.storage.as_str(), self.storage_bytes(&t.storage)?);
             }
-            out.push((t.info.name.clone(), self.materialize(t, &cache[t.storage.as_str()], device)?));
+            out.push((
+                t.info.name.clone(),
+                self.materialize(t, &cache[t.storage.as_str()], device)?,
+            ));
         }
         Ok(out)
     }

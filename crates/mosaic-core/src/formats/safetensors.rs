@@ -16,7 +16,11 @@ fn map_file(path: &Path) -> Result<memmap2::Mmap> {
     let file = std::fs::File::open(path).at(path)?;
     let len = file.metadata().at(path)?.len();
     if len < 8 {
-        return Err(Error::format(path, FORMAT, format!("file is {len} bytes, shorter than the 8-byte header length")));
+        return Err(Error::format(
+            path,
+            FORMAT,
+            format!("file is {len} bytes, shorter than the 8-byte header length"),
+        ));
     }
     // SAFETY: the map is read-only; like every mmap reader (candle, the
     // safetensors Python package) we rely on the file not being modified
@@ -54,7 +58,11 @@ fn dtype(path: &Path, name: &str, d: Dtype) -> Result<StorageDType> {
         Dtype::F64 => StorageDType::F64,
         Dtype::F8_E4M3 => StorageDType::F8E4M3,
         other => {
-            return Err(Error::format(path, FORMAT, format!("tensor `{name}` has unsupported dtype {other:?}")));
+            return Err(Error::format(
+                path,
+                FORMAT,
+                format!("tensor `{name}` has unsupported dtype {other:?}"),
+            ));
         }
     })
 }
@@ -94,8 +102,8 @@ pub fn load_all(path: &Path, device: &Device) -> Result<HashMap<String, Tensor>>
 /// in a stable order.
 pub fn shard_files(index: &Path) -> Result<Vec<PathBuf>> {
     let text = std::fs::read_to_string(index).at(index)?;
-    let json: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| Error::format(index, "safetensors index", e.to_string()))?;
+    let json: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| Error::format(index, "safetensors index", e.to_string()))?;
     let map = json
         .get("weight_map")
         .and_then(|m| m.as_object())
@@ -104,10 +112,18 @@ pub fn shard_files(index: &Path) -> Result<Vec<PathBuf>> {
     let mut files = BTreeMap::new();
     for (tensor, file) in map {
         let file = file.as_str().ok_or_else(|| {
-            Error::format(index, "safetensors index", format!("`weight_map.{tensor}` is not a file name"))
+            Error::format(
+                index,
+                "safetensors index",
+                format!("`weight_map.{tensor}` is not a file name"),
+            )
         })?;
         if file.contains("..") || Path::new(file).is_absolute() {
-            return Err(Error::format(index, "safetensors index", format!("shard `{file}` leaves the model directory")));
+            return Err(Error::format(
+                index,
+                "safetensors index",
+                format!("shard `{file}` leaves the model directory"),
+            ));
         }
         files.insert(file.to_string(), dir.join(file));
     }
@@ -142,7 +158,10 @@ mod tests {
     fn sample_file(dir: &Path) -> PathBuf {
         let dev = Device::Cpu;
         let mut t = HashMap::new();
-        t.insert("a.weight".to_string(), Tensor::ones((2, 3), candle_core::DType::F32, &dev).unwrap());
+        t.insert(
+            "a.weight".to_string(),
+            Tensor::ones((2, 3), candle_core::DType::F32, &dev).unwrap(),
+        );
         t.insert("b".to_string(), Tensor::arange(0u8, 4, &dev).unwrap());
         let p = dir.join("m.safetensors");
         save_safetensors(&p, &t).unwrap();
@@ -168,7 +187,10 @@ mod tests {
         let bytes = std::fs::read(&p).unwrap();
         std::fs::write(&p, &bytes[..bytes.len() - 5]).unwrap();
         let err = read_infos(&p).unwrap_err().to_string();
-        assert!(err.contains("m.safetensors") && err.contains("truncated"), "{err}");
+        assert!(
+            err.contains("m.safetensors") && err.contains("truncated"),
+            "{err}"
+        );
         std::fs::write(&p, &bytes[..4]).unwrap();
         let err = read_infos(&p).unwrap_err().to_string();
         assert!(err.contains("4 bytes"), "{err}");
@@ -182,8 +204,16 @@ mod tests {
         let dev = Device::Cpu;
         for (i, name) in ["x", "y"].iter().enumerate() {
             let mut t = HashMap::new();
-            t.insert(name.to_string(), Tensor::zeros(3, candle_core::DType::F32, &dev).unwrap());
-            save_safetensors(&dir.path().join(format!("model-0000{}-of-00002.safetensors", i + 1)), &t).unwrap();
+            t.insert(
+                name.to_string(),
+                Tensor::zeros(3, candle_core::DType::F32, &dev).unwrap(),
+            );
+            save_safetensors(
+                &dir.path()
+                    .join(format!("model-0000{}-of-00002.safetensors", i + 1)),
+                &t,
+            )
+            .unwrap();
         }
         let idx = dir.path().join("model.safetensors.index.json");
         std::fs::write(
@@ -192,9 +222,17 @@ mod tests {
         )
         .unwrap();
         let infos = read_sharded_infos(&idx).unwrap();
-        assert_eq!(infos.iter().map(|i| i.name.as_str()).collect::<Vec<_>>(), vec!["x", "y"]);
+        assert_eq!(
+            infos.iter().map(|i| i.name.as_str()).collect::<Vec<_>>(),
+            vec!["x", "y"]
+        );
         assert_eq!(load_sharded(&idx, &dev).unwrap().len(), 2);
         std::fs::write(&idx, r#"{"weight_map":{"x":"../evil.safetensors"}}"#).unwrap();
-        assert!(read_sharded_infos(&idx).unwrap_err().to_string().contains("leaves"));
+        assert!(
+            read_sharded_infos(&idx)
+                .unwrap_err()
+                .to_string()
+                .contains("leaves")
+        );
     }
 }
