@@ -408,4 +408,130 @@ mod tests {
             "{err}"
         );
     }
+
+    /// A stand-in for the hub's HTTP API on loopback: answers HEAD/GET for
+    /// `resolve` URLs the way huggingface.co does (commit and etag headers,
+    /// LFS files redirected to another URL), 404 for anything else.
+    #[cfg(feature = "hub-download")]
+    fn fake_hub(files: Vec<(&'static str, Vec<u8>)>) -> (String, std::thread::JoinHandle<()>) {
+        use std::io::{BufRead, BufReader, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = format!("http://{}", listener.local_addr().unwrap());
+        let handle = std::thread::spawn(move || {
+            listener.set_nonblocking(false).unwrap();
+            // Bounded: the test makes fewer requests than this.
+            for _ in 0..64 {
+                let Ok((stream, _)) = listener.accept() else {
+                    return;
+                };
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                    continue;
+                }
+                loop {
+                    let mut h = String::new();
+                    if reader.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
+                        break;
+                    }
+                }
+                let mut parts = line.split_whitespace();
+                let method = parts.next().unwrap_or("").to_string();
+                let path = parts.next().unwrap_or("").to_string();
+                if path == "/stop" {
+                    return;
+                }
+                let mut out = stream;
+                let prefix = "/acme/tiny/resolve/main/";
+                let found = files
+                    .iter()
+                    .find(|(n, _)| path == format!("{prefix}{n}") || path == format!("/cdn/{n}"));
+                let resp = match found {
+                    Some((name, body)) if path.starts_with(prefix) && name.ends_with(".safetensors") => format!(
+                        "HTTP/1.1 302 Found\r\nx-repo-commit: {COMMIT}\r\nx-linked-etag: \"lfs{}\"\r\nlocation: /cdn/{name}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                        body.len()
+                    )
+                    .into_bytes(),
+                    Some((name, body)) => {
+                        let mut r = format!(
+                            "HTTP/1.1 200 OK\r\nx-repo-commit: {COMMIT}\r\netag: \"e{}{}\"\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                            name.len(),
+                            body.len(),
+                            body.len()
+                        )
+                        .into_bytes();
+                        if method == "GET" {
+                            r.extend_from_slice(body);
+                        }
+                        r
+                    }
+                    None => b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n".to_vec(),
+                };
+                let _ = out.write_all(&resp);
+            }
+        });
+        (addr, handle)
+    }
+
+    #[cfg(feature = "hub-download")]
+    #[test]
+    fn downloads_into_the_cache_layout_then_works_offline() {
+        let root = tempfile::tempdir().unwrap();
+        let weights = vec![7u8; 3000];
+        let (endpoint, server) = fake_hub(vec![
+            ("config.json", b"{\"hidden_size\":8}".to_vec()),
+            ("model.safetensors", weights.clone()),
+        ]);
+        let online = Hub {
+            cache: HubCache::new(root.path()),
+            endpoint: endpoint.clone(),
+            token: None,
+            offline: false,
+        };
+        let dir = online.snapshot("acme/tiny", "main").unwrap();
+        assert_eq!(
+            dir,
+            root.path()
+                .join("models--acme--tiny/snapshots")
+                .join(COMMIT)
+        );
+        assert_eq!(
+            std::fs::read(dir.join("model.safetensors")).unwrap(),
+            weights
+        );
+        assert_eq!(
+            std::fs::read_to_string(dir.join("config.json")).unwrap(),
+            "{\"hidden_size\":8}"
+        );
+        // The huggingface_hub layout: refs, blobs named by etag, relative symlinks.
+        let repo = root.path().join("models--acme--tiny");
+        assert_eq!(
+            std::fs::read_to_string(repo.join("refs/main")).unwrap(),
+            COMMIT
+        );
+        assert!(repo.join("blobs/lfs3000").is_file());
+        let link = std::fs::read_link(dir.join("model.safetensors")).unwrap();
+        assert_eq!(link, PathBuf::from("../../blobs/lfs3000"));
+        // No temporary blobs are left.
+        let blobs: Vec<_> = std::fs::read_dir(repo.join("blobs"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert!(blobs.iter().all(|b| !b.contains("incomplete")), "{blobs:?}");
+
+        let err = online
+            .get("acme/missing", "main", "config.json")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("404") && err.contains("acme/missing"), "{err}");
+
+        // Offline, the same cache serves the files without a server.
+        let _ = ureq::get(&format!("{endpoint}/stop")).call();
+        server.join().unwrap();
+        let offline = Hub {
+            offline: true,
+            ..online
+        };
+        assert_eq!(offline.snapshot("acme/tiny", "main").unwrap(), dir);
+    }
 }

@@ -299,7 +299,7 @@ impl AssetStore {
         let mut packages = Vec::new();
         for source in &spec.source {
             let pb = Self::bar(opts, format!("{name}: downloading {}", source.file));
-            let archive = download(name, source, &downloads);
+            let archive = download(name, source, &downloads, &pb);
             pb.finish_and_clear();
             let archive = archive?;
             let actual = sha256_file(&archive)?;
@@ -396,7 +396,7 @@ impl AssetStore {
 }
 
 /// Runs the package client for one source and returns the downloaded file.
-fn download(name: &str, source: &Source, dir: &Path) -> Result<PathBuf> {
+fn download(name: &str, source: &Source, dir: &Path, pb: &ProgressBar) -> Result<PathBuf> {
     let (mut cmd, what) = if let Some(req) = &source.pypi {
         let pip = command_from_env("MOSAIC_PIP", "python3 -m pip");
         let mut c = Command::new(&pip[0]);
@@ -433,7 +433,7 @@ fn download(name: &str, source: &Source, dir: &Path) -> Result<PathBuf> {
         return Err(Error::asset(name, "source has neither `pypi` nor `debian`"));
     };
     tracing::debug!("running {what}");
-    let mut out = cmd.output().map_err(|e| {
+    let mut out = output_with_progress(&mut cmd, dir, pb).map_err(|e| {
         Error::asset(name, format!("cannot run {what}: {e} (is the package client installed? set MOSAIC_PIP / MOSAIC_APT_GET to override)"))
     })?;
     if !out.status.success() && source.debian.is_some() && is_stale_apt_lists(&out.stderr) {
@@ -496,4 +496,52 @@ fn download(name: &str, source: &Source, dir: &Path) -> Result<PathBuf> {
 fn is_stale_apt_lists(stderr: &[u8]) -> bool {
     let s = String::from_utf8_lossy(stderr);
     s.contains("Unable to locate") || s.contains("Can't select") || s.contains("not found")
+}
+
+/// Runs a package client like `Command::output`, while showing the bytes it
+/// has written into `dir` so far on `pb` (the clients' own bars are hidden
+/// when their output is captured).
+fn output_with_progress(
+    cmd: &mut Command,
+    dir: &Path,
+    pb: &ProgressBar,
+) -> std::io::Result<std::process::Output> {
+    use std::process::Stdio;
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let mut stdout = child.stdout.take().expect("piped");
+    let mut stderr = child.stderr.take().expect("piped");
+    let out_thread = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = stdout.read_to_end(&mut v);
+        v
+    });
+    let err_thread = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = stderr.read_to_end(&mut v);
+        v
+    });
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        let bytes: u64 = std::fs::read_dir(dir)
+            .map(|rd| {
+                rd.flatten()
+                    .filter_map(|e| e.metadata().ok())
+                    .map(|m| m.len())
+                    .sum()
+            })
+            .unwrap_or(0);
+        pb.set_position(bytes);
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    Ok(std::process::Output {
+        status,
+        stdout: out_thread.join().unwrap_or_default(),
+        stderr: err_thread.join().unwrap_or_default(),
+    })
 }
