@@ -390,14 +390,32 @@ cp "$WHEEL" "$out"
     }
 }
 
+fn walkdir_files(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walkdir_files(&p));
+            } else {
+                out.push(p.display().to_string());
+            }
+        }
+    }
+    out
+}
+
 #[test]
 fn killed_fetch_leaves_no_half_asset_and_rerun_completes() {
     let reg = FakeRegistry::new();
     let marker = reg.dir.path().join("half-written");
+    let tmp = reg.dir.path().join("tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
     let mut child = reg
         .cmd()
         .args(["assets", "fetch", "toy"])
         .env("SLOW_PIP", &marker)
+        .env("TMPDIR", &tmp)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -417,24 +435,22 @@ fn killed_fetch_leaves_no_half_asset_and_rerun_completes() {
     if let Ok(pid) = std::fs::read_to_string(pid_file) {
         let _ = Command::new("kill").arg("-9").arg(pid.trim()).status();
     }
-    // The half download sits only in the hidden staging folder of the dead
-    // process; nothing under assets/ exists.
+    // The kill caught a partial download (in the temp folder) ...
+    let partial: Vec<_> = walkdir_files(&tmp);
+    assert!(
+        partial.iter().any(|f| f.ends_with(".whl")),
+        "the kill should have caught a partial download: {partial:?}"
+    );
+    // ... and nothing at all is under $MOSAIC_HOME.
     let files = reg.files_under_home();
-    assert!(
-        files.iter().all(|f| f.starts_with(".staging/")),
-        "{files:?}"
-    );
-    assert!(
-        files.iter().any(|f| f.ends_with(".whl")),
-        "the kill should have caught a partial download: {files:?}"
-    );
+    assert!(files.is_empty(), "{files:?}");
     assert!(!reg.home.join("assets/toy").exists());
     assert_clean_error(
         &run(reg.cmd().args(["inspect", "toy"])),
         &["toy", "not fetched"],
     );
 
-    // Re-running completes and cleans the stale staging folder.
+    // Re-running completes.
     let o = run(reg.cmd().args(["assets", "fetch", "toy"]));
     assert!(o.status.success(), "{}", stderr(&o));
     let files = reg.files_under_home();

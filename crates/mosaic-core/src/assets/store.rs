@@ -1,11 +1,12 @@
 //! The asset store: fetches catalog assets into `$MOSAIC_HOME/assets/NAME`,
 //! checks them, and resolves names to folders.
 //!
-//! A fetch works in `$MOSAIC_HOME/.staging/NAME.PID/` (package download,
-//! then unpacking) and only renames the finished, checked folder to
-//! `assets/NAME` at the end, so a killed fetch never leaves a half asset:
-//! `assets/NAME` either does not exist or is complete. The next fetch removes
-//! staging folders whose process is gone.
+//! A fetch downloads packages into the system temp folder (outside the
+//! home), unpacks them into `$MOSAIC_HOME/.staging/NAME.PID/`, and only
+//! renames the finished, checked folder to `assets/NAME` at the end, so a
+//! killed fetch never leaves a half asset: `assets/NAME` either does not
+//! exist or is complete. The next fetch removes staging folders whose process
+//! is gone.
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -292,14 +293,16 @@ impl AssetStore {
 
     fn fetch_into(&self, spec: &AssetSpec, staging: &Path, opts: &FetchOptions) -> Result<PathBuf> {
         let name = spec.name.as_str();
-        let downloads = staging.join("downloads");
-        let tree = staging.join("tree");
-        std::fs::create_dir_all(&downloads).at(&downloads)?;
-        std::fs::create_dir_all(&tree).at(&tree)?;
-        let mut packages = Vec::new();
+        // Downloads go to the system temp folder, outside $MOSAIC_HOME: a
+        // fetch killed while downloading leaves nothing under the home.
+        let downloads = tempfile::Builder::new()
+            .prefix(&format!("mosaic-fetch-{name}-"))
+            .tempdir()
+            .map_err(|e| Error::io(std::env::temp_dir(), e))?;
+        let mut archives = Vec::new();
         for source in &spec.source {
             let pb = Self::bar(opts, format!("{name}: downloading {}", source.file));
-            let archive = download(name, source, &downloads, &pb);
+            let archive = download(name, source, downloads.path(), &pb);
             pb.finish_and_clear();
             let archive = archive?;
             let actual = sha256_file(&archive)?;
@@ -310,6 +313,14 @@ impl AssetStore {
                     actual,
                 });
             }
+            archives.push((source, archive));
+        }
+        // Unpacking happens in a hidden staging folder on the same file
+        // system as the final folder, so publishing it is one rename.
+        let tree = staging.join("tree");
+        std::fs::create_dir_all(&tree).at(&tree)?;
+        let mut packages = Vec::new();
+        for (source, archive) in archives {
             let pb = Self::bar(opts, format!("{name}: unpacking {}", source.file));
             let r = if source.debian.is_some() {
                 unpack::extract_deb(&archive, &source.extract, &tree, &pb)
@@ -544,4 +555,43 @@ fn output_with_progress(
         stdout: out_thread.join().unwrap_or_default(),
         stderr: err_thread.join().unwrap_or_default(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stale_staging_of_dead_processes_is_removed() {
+        let home = tempfile::tempdir().unwrap();
+        let store = AssetStore::new(home.path(), Catalog::builtin());
+        // Above Linux's largest pid, so certainly not running.
+        let dead = home.path().join(STAGING).join("toy.4000000000");
+        std::fs::create_dir_all(dead.join("tree")).unwrap();
+        std::fs::write(dead.join("tree/half.bin"), b"x").unwrap();
+        let live = home.path().join(STAGING).join("other.1");
+        std::fs::create_dir_all(&live).unwrap();
+        store.clean_stale_staging().unwrap();
+        assert!(!dead.exists());
+        assert_eq!(live.exists(), cfg!(target_os = "linux"));
+    }
+
+    #[test]
+    fn compare_names_every_difference() {
+        let recorded = vec![
+            ("a".to_string(), "1".repeat(64)),
+            ("b".to_string(), "2".repeat(64)),
+        ];
+        let mut actual = BTreeMap::new();
+        actual.insert("a".to_string(), "1".repeat(64));
+        actual.insert("c".to_string(), "3".repeat(64));
+        let p = compare(&recorded, &actual);
+        assert_eq!(
+            p,
+            vec![
+                "missing file b".to_string(),
+                "unexpected file c".to_string()
+            ]
+        );
+    }
 }
