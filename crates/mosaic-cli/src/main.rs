@@ -172,7 +172,13 @@ fn print_inspection(ins: &Inspection, summary: bool) {
             }
         }
     }
-    if let Some(cfg) = &ins.config {
+    if let (Some(cfg), true) = (&ins.config, summary) {
+        let keys: Vec<&str> = cfg
+            .as_object()
+            .map(|o| o.keys().map(String::as_str).collect())
+            .unwrap_or_default();
+        println!("config: {} keys ({})", keys.len(), keys.join(", "));
+    } else if let Some(cfg) = &ins.config {
         // Pretty when short; one line when long (Whisper's token lists run to hundreds of lines).
         let pretty = serde_json::to_string_pretty(cfg).unwrap_or_default();
         if pretty.lines().count() <= 60 {
