@@ -112,3 +112,60 @@ fn truncated_files_are_errors_not_panics() {
         }
     }
 }
+
+/// Byte flips all over real files: every reader must return (an error or
+/// tensors), never panic or abort.
+#[test]
+fn corrupted_files_never_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut inputs: Vec<(String, Vec<u8>)> = [
+        "zip_state_dict.pth",
+        "legacy_state_dict.pth",
+        "nested_checkpoint.pth",
+    ]
+    .iter()
+    .map(|f| (f.to_string(), std::fs::read(fixtures().join(f)).unwrap()))
+    .collect();
+    let ct2 = dir.path().join("model.bin");
+    let w: Vec<u8> = (0..12).flat_map(|i| (i as f32).to_le_bytes()).collect();
+    formats::ct2::write(
+        &ct2,
+        "WhisperSpec",
+        3,
+        &[
+            ("a/w", StorageDType::F32, &[3, 4], &w),
+            ("n", StorageDType::I8, &[], &[3]),
+        ],
+        &[("b", "a/w")],
+    )
+    .unwrap();
+    inputs.push(("model.bin".into(), std::fs::read(&ct2).unwrap()));
+    let st = dir.path().join("x.safetensors");
+    let mut t = std::collections::HashMap::new();
+    t.insert(
+        "w".to_string(),
+        candle_core::Tensor::ones((3, 4), DType::F32, &Device::Cpu).unwrap(),
+    );
+    mosaic_core::checkpoint::save_safetensors(&st, &t).unwrap();
+    inputs.push(("x.safetensors".into(), std::fs::read(&st).unwrap()));
+
+    let p = dir.path().join("fuzz.bin");
+    let mut runs = 0;
+    for (name, bytes) in &inputs {
+        // Deterministic positions spread over the file, several replacement bytes each.
+        let step = (bytes.len() / 300).max(1);
+        for pos in (0..bytes.len()).step_by(step) {
+            for b in [0x00u8, 0x7f, 0x80, 0xff, bytes[pos].wrapping_add(1)] {
+                let mut v = bytes.clone();
+                v[pos] = b;
+                std::fs::write(&p, &v).unwrap();
+                if let Ok((_, infos)) = formats::read_tensor_infos(&p) {
+                    let _ = infos.len();
+                    let _ = formats::load_tensors(&p, &Device::Cpu);
+                }
+                runs += 1;
+            }
+        }
+        assert!(runs > 0, "{name}");
+    }
+}

@@ -157,8 +157,8 @@ impl Ct2File {
                 )
             })?;
             let len = c.u32(&format!("byte count of `{name}`"))? as usize;
-            let numel: usize = shape.iter().product();
-            if numel.checked_mul(dt.size()) != Some(len) {
+            let numel = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+            if numel.and_then(|n| n.checked_mul(dt.size())) != Some(len) {
                 return Err(Error::format(
                     path,
                     FORMAT,

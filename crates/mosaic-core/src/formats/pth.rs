@@ -470,18 +470,39 @@ impl PthFile {
     /// The tensor's elements in row-major order as little-endian bytes.
     fn contiguous_bytes(&self, t: &PthTensor, storage: &[u8]) -> Result<Vec<u8>> {
         let size = t.info.dtype.size();
-        let numel: usize = t.info.shape.iter().product();
+        // Checked arithmetic throughout: shapes and strides come from the file.
+        let too_big = || {
+            ferr(
+                &self.path,
+                format!(
+                    "tensor `{}` has an implausible shape {:?} / stride {:?}",
+                    t.info.name, t.info.shape, t.stride
+                ),
+            )
+        };
+        let numel = t
+            .info
+            .shape
+            .iter()
+            .try_fold(1usize, |a, &d| a.checked_mul(d))
+            .ok_or_else(too_big)?;
         let avail = storage.len() / size;
         if numel == 0 {
             return Ok(Vec::new());
         }
-        let last = t.offset
-            + t.info
-                .shape
-                .iter()
-                .zip(&t.stride)
-                .map(|(d, s)| (d - 1) * s)
-                .sum::<usize>();
+        // Above 64 GiB a file is corrupt rather than large (and would abort the allocation).
+        if numel.checked_mul(size).is_none_or(|b| b > 1 << 36) {
+            return Err(too_big());
+        }
+        let last = t
+            .info
+            .shape
+            .iter()
+            .zip(&t.stride)
+            .try_fold(t.offset, |acc, (d, s)| {
+                (d - 1).checked_mul(*s).and_then(|x| acc.checked_add(x))
+            })
+            .ok_or_else(too_big)?;
         if last >= avail {
             return Err(ferr(
                 &self.path,
