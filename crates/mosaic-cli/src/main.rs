@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use mosaic_core::assets::{AssetStore, FetchOptions, resolve_model};
+use mosaic_core::candle::{DType, Device};
 use mosaic_core::inspect::{Inspection, inspect};
 use mosaic_core::{DTypeSpec, DeviceSpec};
 
@@ -212,11 +213,7 @@ fn print_inspection(ins: &Inspection, summary: bool) {
     }
 }
 
-fn check_tensors(
-    ins: &Inspection,
-    device: &candle_core_device::Device,
-    dtype: DTypeSpec,
-) -> Result<()> {
+fn check_tensors(ins: &Inspection, device: &Device, dtype: DTypeSpec) -> Result<()> {
     let mut loaded = 0usize;
     let mut non_finite = Vec::new();
     for f in &ins.files {
@@ -227,10 +224,7 @@ fn check_tensors(
                 t
             };
             if t.dtype().is_float() {
-                let v = t
-                    .to_dtype(candle_core_device::DType::F32)?
-                    .flatten_all()?
-                    .to_vec1::<f32>()?;
+                let v = t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
                 let bad = v.iter().filter(|x| !x.is_finite()).count();
                 if bad > 0 {
                     non_finite.push(format!("{name} ({bad} non-finite)"));
@@ -252,12 +246,19 @@ fn check_tensors(
     Ok(())
 }
 
-fn device_name(d: &candle_core_device::Device) -> &'static str {
+fn device_name(d: &Device) -> &'static str {
     if d.is_cpu() { "cpu" } else { "gpu" }
 }
 
-mod candle_core_device {
-    pub use mosaic_core::candle::{DType, Device};
+/// Names of catalog assets, all or only the fetched ones.
+fn catalog_names(store: &AssetStore, only_fetched: bool) -> Vec<String> {
+    store
+        .catalog()
+        .assets()
+        .iter()
+        .filter(|a| !only_fetched || store.is_fetched(&a.name))
+        .map(|a| a.name.clone())
+        .collect()
 }
 
 /// Defaults read from `--config FILE`.
@@ -347,13 +348,8 @@ fn run(cli: Cli) -> Result<()> {
                     }
                 }
                 AssetsCommand::Fetch { names, all, force } => {
-                    let names: Vec<String> = if all {
-                        store
-                            .catalog()
-                            .assets()
-                            .iter()
-                            .map(|a| a.name.clone())
-                            .collect()
+                    let names = if all {
+                        catalog_names(&store, false)
                     } else {
                         names
                     };
@@ -378,14 +374,8 @@ fn run(cli: Cli) -> Result<()> {
                     }
                 }
                 AssetsCommand::Verify { names } => {
-                    let names: Vec<String> = if names.is_empty() {
-                        store
-                            .catalog()
-                            .assets()
-                            .iter()
-                            .filter(|a| store.is_fetched(&a.name))
-                            .map(|a| a.name.clone())
-                            .collect()
+                    let names = if names.is_empty() {
+                        catalog_names(&store, true)
                     } else {
                         names
                     };

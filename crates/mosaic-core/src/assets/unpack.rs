@@ -74,7 +74,7 @@ fn unzip_bytes(
     Ok(n)
 }
 
-/// Applies `rules` to one member; returns how many files were written.
+/// Applies the first rule that takes `name`, counting files written per rule in `hits`.
 fn apply(
     archive: &Path,
     rules: &[ExtractRule],
@@ -92,7 +92,6 @@ fn apply(
             let mut bytes = Vec::new();
             reader.read_to_end(&mut bytes).at(archive)?;
             // A nested zip unpacks into the rule's folder, not under its own name.
-            let _ = to;
             hits[i] += unzip_bytes(archive, name, &bytes, dest, &rule.to, progress)?;
         } else {
             write_member(dest, &to, reader, progress)?;

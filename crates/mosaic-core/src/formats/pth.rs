@@ -36,14 +36,12 @@ struct PthTensor {
     stride: Vec<usize>,
 }
 
-/// The bytes of every storage of the file.
-enum Storages {
-    /// Zip archive: storage key → entry name.
-    Zip { entries: HashMap<String, String> },
-    /// Legacy stream: storage key → (byte offset, element count).
-    Legacy {
-        spans: HashMap<String, (usize, usize)>,
-    },
+/// Where one storage's bytes are.
+enum StorageData {
+    /// A byte range of the mapped file (legacy data, uncompressed zip entries).
+    Span { start: usize, len: usize },
+    /// A compressed zip entry, inflated when the file was opened.
+    Owned(Vec<u8>),
 }
 
 /// An opened PyTorch checkpoint.
@@ -53,7 +51,8 @@ pub struct PthFile {
     /// Zip or legacy.
     pub format: WeightFormat,
     tensors: Vec<PthTensor>,
-    storages: Storages,
+    /// Storage key → its bytes.
+    storages: HashMap<String, StorageData>,
 }
 
 fn ferr(path: &Path, message: impl Into<String>) -> Error {
@@ -329,16 +328,33 @@ impl PthFile {
             .load()
             .map_err(|e| ferr(path, format!("{pkl}: {e}")))?;
         let c = Self::collect(path, &obj)?;
-        let mut entries = HashMap::new();
+        // torch.save stores entries uncompressed: point into the map rather
+        // than copying; inflate only what another zip writer compressed.
+        let mut storages = HashMap::new();
         for key in c.storage_dtypes.keys() {
             let entry = format!("{root}data/{key}");
-            if !names.contains(&entry) {
-                return Err(ferr(
+            let mut f = zip.by_name(&entry).map_err(|e| {
+                ferr(
                     path,
-                    format!("storage `{key}` is missing (no entry `{entry}`)"),
-                ));
-            }
-            entries.insert(key.clone(), entry);
+                    format!("storage `{key}` is missing (no entry `{entry}`): {e}"),
+                )
+            })?;
+            let len = f.size() as usize;
+            let span = f.data_start().map(|s| s as usize).filter(|&start| {
+                f.compression() == zip::CompressionMethod::Stored
+                    && !f.encrypted()
+                    && start.checked_add(len).is_some_and(|end| end <= bytes.len())
+            });
+            let data = match span {
+                Some(start) => StorageData::Span { start, len },
+                None => {
+                    let mut out = Vec::with_capacity(len.min(bytes.len()));
+                    f.read_to_end(&mut out)
+                        .map_err(|e| ferr(path, format!("{entry}: {e}")))?;
+                    StorageData::Owned(out)
+                }
+            };
+            storages.insert(key.clone(), data);
         }
         let tensors = c.tensors;
         drop(zip);
@@ -347,7 +363,7 @@ impl PthFile {
             bytes,
             format: WeightFormat::PytorchZip,
             tensors,
-            storages: Storages::Zip { entries },
+            storages,
         })
     }
 
@@ -413,7 +429,7 @@ impl PthFile {
             let len = numel.checked_mul(dtype.size() as u64).filter(|&l| l <= (bytes.len() - start) as u64).ok_or_else(|| {
                 ferr(path, format!("truncated: storage `{key}` declares {numel} elements of {dtype} at byte {start}, past the end of the file"))
             })? as usize;
-            spans.insert(key, (start, numel as usize));
+            spans.insert(key, StorageData::Span { start, len });
             pos = start + len;
         }
         for key in c.storage_dtypes.keys() {
@@ -429,7 +445,7 @@ impl PthFile {
             bytes,
             format: WeightFormat::PytorchLegacy,
             tensors: c.tensors,
-            storages: Storages::Legacy { spans },
+            storages: spans,
         })
     }
 
@@ -438,32 +454,10 @@ impl PthFile {
         self.tensors.iter().map(|t| t.info.clone()).collect()
     }
 
-    fn storage_bytes(&self, key: &str) -> Result<std::borrow::Cow<'_, [u8]>> {
-        match &self.storages {
-            Storages::Legacy { spans } => {
-                let (start, numel) = spans[key];
-                let dtype = self
-                    .tensors
-                    .iter()
-                    .find(|t| t.storage == key)
-                    .map(|t| t.info.dtype)
-                    .expect("storage has a tensor");
-                Ok(std::borrow::Cow::Borrowed(
-                    &self.bytes[start..start + numel * dtype.size()],
-                ))
-            }
-            Storages::Zip { entries } => {
-                let mut zip = zip::ZipArchive::new(std::io::Cursor::new(&self.bytes[..]))
-                    .map_err(|e| ferr(&self.path, format!("bad zip archive: {e}")))?;
-                let name = &entries[key];
-                let mut f = zip
-                    .by_name(name)
-                    .map_err(|e| ferr(&self.path, format!("{name}: {e}")))?;
-                let mut out = Vec::with_capacity(f.size() as usize);
-                f.read_to_end(&mut out)
-                    .map_err(|e| ferr(&self.path, format!("{name}: {e}")))?;
-                Ok(std::borrow::Cow::Owned(out))
-            }
+    fn storage_bytes(&self, key: &str) -> &[u8] {
+        match &self.storages[key] {
+            StorageData::Span { start, len } => &self.bytes[*start..*start + *len],
+            StorageData::Owned(v) => v,
         }
     }
 
@@ -539,8 +533,7 @@ impl PthFile {
             .iter()
             .find(|t| t.info.name == name)
             .ok_or_else(|| ferr(&self.path, format!("no tensor `{name}`")))?;
-        let storage = self.storage_bytes(&t.storage)?;
-        self.materialize(t, &storage, device)
+        self.materialize(t, self.storage_bytes(&t.storage), device)
     }
 
     fn materialize(&self, t: &PthTensor, storage: &[u8], device: &Device) -> Result<Tensor> {
@@ -553,19 +546,14 @@ impl PthFile {
         })
     }
 
-    /// Loads every tensor, in file order. Each storage is read once.
+    /// Loads every tensor, in file order.
     pub fn load_all(&self, device: &Device) -> Result<Vec<(String, Tensor)>> {
-        let mut cache: HashMap<&str, std::borrow::Cow<'_, [u8]>> = HashMap::new();
-        let mut out = Vec::with_capacity(self.tensors.len());
-        for t in &self.tensors {
-            if !cache.contains_key(t.storage.as_str()) {
-                cache.insert(t.storage.as_str(), self.storage_bytes(&t.storage)?);
-            }
-            out.push((
-                t.info.name.clone(),
-                self.materialize(t, &cache[t.storage.as_str()], device)?,
-            ));
-        }
-        Ok(out)
+        self.tensors
+            .iter()
+            .map(|t| {
+                let tensor = self.materialize(t, self.storage_bytes(&t.storage), device)?;
+                Ok((t.info.name.clone(), tensor))
+            })
+            .collect()
     }
 }
