@@ -243,6 +243,37 @@ pub(crate) fn tensor_from_le_bytes(
             let v: Vec<i16> = bytes.iter().map(|&b| b as i8 as i16).collect();
             Tensor::from_vec(v, shape, device)
         }
-        other => Tensor::from_raw_buffer(bytes, other.candle(), shape, device),
+        StorageDType::F64 => Tensor::from_vec(le_vec::<f64>(bytes), shape, device),
+        StorageDType::F32 => Tensor::from_vec(le_vec::<f32>(bytes), shape, device),
+        StorageDType::F16 => Tensor::from_vec(le_vec::<half::f16>(bytes), shape, device),
+        StorageDType::BF16 => Tensor::from_vec(le_vec::<half::bf16>(bytes), shape, device),
+        StorageDType::I64 => Tensor::from_vec(le_vec::<i64>(bytes), shape, device),
+        StorageDType::I32 => Tensor::from_vec(le_vec::<i32>(bytes), shape, device),
+        StorageDType::I16 => Tensor::from_vec(le_vec::<i16>(bytes), shape, device),
+        StorageDType::U32 => Tensor::from_vec(le_vec::<u32>(bytes), shape, device),
+        StorageDType::U8 => Tensor::from_vec(bytes.to_vec(), shape, device),
+        // Rare; candle's own conversion is fine here.
+        StorageDType::F8E4M3 => Tensor::from_raw_buffer(bytes, DType::F8E4M3, shape, device),
     }
+}
+
+/// Copies little-endian bytes into a typed vector with one memcpy, whatever
+/// the alignment of `bytes` (legacy `.pth` storages start at any offset).
+/// candle's `from_raw_buffer` copies unaligned buffers twice.
+fn le_vec<T: Copy>(bytes: &[u8]) -> Vec<T> {
+    let n = bytes.len() / std::mem::size_of::<T>();
+    let mut v: Vec<T> = Vec::with_capacity(n);
+    // SAFETY: `v` has room for `n` elements = `n * size_of::<T>()` bytes, does
+    // not overlap `bytes`, and every bit pattern is a valid value of the
+    // plain numeric `T`s this is used with. This crate only targets
+    // little-endian machines (as does candle's own loader).
+    unsafe {
+        std::ptr::copy_nonoverlapping(
+            bytes.as_ptr(),
+            v.as_mut_ptr().cast::<u8>(),
+            n * std::mem::size_of::<T>(),
+        );
+        v.set_len(n);
+    }
+    v
 }

@@ -11,6 +11,7 @@
 //! non-contiguous tensors (views with strides and offsets) are materialised
 //! in row-major order.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -276,6 +277,38 @@ impl Collector<'_> {
     }
 }
 
+/// Copies a strided view into row-major order: an odometer over the outer
+/// dimensions and a tight loop over the innermost one, moving `N`-byte
+/// elements. Bounds were checked by the caller (`last` element < storage).
+fn gather<const N: usize>(
+    storage: &[u8],
+    out: &mut [u8],
+    shape: &[usize],
+    stride: &[usize],
+    offset: usize,
+) {
+    let rank = shape.len();
+    let (inner_len, inner_stride) = (shape[rank - 1], stride[rank - 1]);
+    let outer = &shape[..rank - 1];
+    let mut idx = vec![0usize; outer.len()];
+    let mut base = offset;
+    for row in out.chunks_exact_mut(inner_len * N) {
+        for (k, dst) in row.chunks_exact_mut(N).enumerate() {
+            let at = (base + k * inner_stride) * N;
+            dst.copy_from_slice(&storage[at..at + N]);
+        }
+        for d in (0..outer.len()).rev() {
+            idx[d] += 1;
+            base += stride[d];
+            if idx[d] < outer[d] {
+                break;
+            }
+            base -= stride[d] * idx[d];
+            idx[d] = 0;
+        }
+    }
+}
+
 impl PthFile {
     /// Opens `path` (zip or legacy), reading the object pickle and indexing
     /// storages; tensor data is read only on load.
@@ -462,7 +495,7 @@ impl PthFile {
     }
 
     /// The tensor's elements in row-major order as little-endian bytes.
-    fn contiguous_bytes(&self, t: &PthTensor, storage: &[u8]) -> Result<Vec<u8>> {
+    fn contiguous_bytes<'s>(&self, t: &PthTensor, storage: &'s [u8]) -> Result<Cow<'s, [u8]>> {
         let size = t.info.dtype.size();
         // Checked arithmetic throughout: shapes and strides come from the file.
         let too_big = || {
@@ -482,7 +515,7 @@ impl PthFile {
             .ok_or_else(too_big)?;
         let avail = storage.len() / size;
         if numel == 0 {
-            return Ok(Vec::new());
+            return Ok(Cow::Borrowed(&[]));
         }
         // Above 64 GiB a file is corrupt rather than large (and would abort the allocation).
         if numel.checked_mul(size).is_none_or(|b| b > 1 << 36) {
@@ -506,24 +539,26 @@ impl PthFile {
                 ),
             ));
         }
-        let rank = t.info.shape.len();
-        let mut out = Vec::with_capacity(numel * size);
-        let mut idx = vec![0usize; rank];
-        let mut el = t.offset;
-        for _ in 0..numel {
-            out.extend_from_slice(&storage[el * size..(el + 1) * size]);
-            // Odometer increment over the index, adjusting the element pointer.
-            for d in (0..rank).rev() {
-                idx[d] += 1;
-                el += t.stride[d];
-                if idx[d] < t.info.shape[d] {
-                    break;
-                }
-                el -= t.stride[d] * idx[d];
-                idx[d] = 0;
-            }
+        // Row-major contiguous (the usual case): the bytes are one slice.
+        let mut expected = 1usize;
+        let contiguous = t.info.shape.iter().zip(&t.stride).rev().all(|(&d, &s)| {
+            let ok = d == 1 || s == expected;
+            expected = expected.saturating_mul(d);
+            ok
+        });
+        if contiguous {
+            return Ok(Cow::Borrowed(
+                &storage[t.offset * size..(t.offset + numel) * size],
+            ));
         }
-        Ok(out)
+        let mut out = vec![0u8; numel * size];
+        match size {
+            1 => gather::<1>(storage, &mut out, &t.info.shape, &t.stride, t.offset),
+            2 => gather::<2>(storage, &mut out, &t.info.shape, &t.stride, t.offset),
+            4 => gather::<4>(storage, &mut out, &t.info.shape, &t.stride, t.offset),
+            _ => gather::<8>(storage, &mut out, &t.info.shape, &t.stride, t.offset),
+        }
+        Ok(Cow::Owned(out))
     }
 
     /// Loads one tensor by name.
