@@ -1,0 +1,108 @@
+//! Image decoding: JPEG, PNG, WebP, GIF (first frame), BMP, TIFF (first
+//! page), with EXIF orientation and conversion to 8-bit RGB.
+
+use std::io::Cursor;
+use std::path::Path;
+
+use image::{DynamicImage, ImageDecoder, ImageReader, Limits, RgbImage};
+
+use crate::error::{Error, Result, read_limited};
+
+/// Bounds on what a decode may cost. A PNG header may declare 100000×100000
+/// pixels in a few bytes; these limits turn that into an error before any
+/// pixel buffer is allocated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DecodeLimits {
+    /// Largest width or height accepted.
+    pub max_side: u32,
+    /// Largest decoded buffer in bytes.
+    pub max_alloc: u64,
+    /// Largest encoded file in bytes.
+    pub max_file_bytes: u64,
+}
+
+impl Default for DecodeLimits {
+    fn default() -> Self {
+        DecodeLimits {
+            max_side: 16_384,
+            max_alloc: 512 << 20,
+            max_file_bytes: 256 << 20,
+        }
+    }
+}
+
+/// Options for [`decode_image`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DecodeOptions {
+    /// Rotate/flip by the EXIF orientation tag (default on). Note that
+    /// `transformers` does not do this (PIL's `Image.open` ignores the tag),
+    /// so parity with it on a rotated JPEG needs this off.
+    pub apply_exif_orientation: bool,
+    /// Resource limits.
+    pub limits: DecodeLimits,
+}
+
+impl Default for DecodeOptions {
+    fn default() -> Self {
+        DecodeOptions {
+            apply_exif_orientation: true,
+            limits: DecodeLimits::default(),
+        }
+    }
+}
+
+/// Decodes an image file into 8-bit RGB.
+pub fn load_image(path: &Path, options: &DecodeOptions) -> Result<RgbImage> {
+    let bytes = read_limited(path, options.limits.max_file_bytes)?;
+    decode_image(&bytes, &path.display().to_string(), options)
+}
+
+/// Decodes encoded image bytes into 8-bit RGB. `name` identifies the input
+/// in errors.
+///
+/// Grayscale is replicated to three channels and alpha is dropped without
+/// compositing, as PIL's `convert("RGB")` does; 16-bit samples are reduced
+/// to 8 bits.
+pub fn decode_image(bytes: &[u8], name: &str, options: &DecodeOptions) -> Result<RgbImage> {
+    decode_dynamic(bytes, name, options).map(|img| match img {
+        DynamicImage::ImageRgb8(rgb) => rgb,
+        other => other.to_rgb8(),
+    })
+}
+
+/// Decodes into whatever pixel type the file has (after orientation).
+pub fn decode_dynamic(bytes: &[u8], name: &str, options: &DecodeOptions) -> Result<DynamicImage> {
+    let err = |m: String| Error::decode(name, "image", m);
+    if bytes.is_empty() {
+        return Err(err("the file is empty".into()));
+    }
+    let mut reader = ImageReader::new(Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| err(e.to_string()))?;
+    if reader.format().is_none() {
+        return Err(err(
+            "unrecognised format (expected JPEG, PNG, WebP, GIF, BMP or TIFF)".into(),
+        ));
+    }
+    let mut limits = Limits::default();
+    limits.max_image_width = Some(options.limits.max_side);
+    limits.max_image_height = Some(options.limits.max_side);
+    limits.max_alloc = Some(options.limits.max_alloc);
+    reader.limits(limits);
+    let mut decoder = reader.into_decoder().map_err(|e| err(e.to_string()))?;
+    let (w, h) = decoder.dimensions();
+    if w == 0 || h == 0 {
+        return Err(err(format!("zero-sized image {w}x{h}")));
+    }
+    let orientation = if options.apply_exif_orientation {
+        // A broken EXIF block is not a reason to lose the picture.
+        decoder.orientation().ok()
+    } else {
+        None
+    };
+    let mut img = DynamicImage::from_decoder(decoder).map_err(|e| err(e.to_string()))?;
+    if let Some(o) = orientation {
+        img.apply_orientation(o);
+    }
+    Ok(img)
+}

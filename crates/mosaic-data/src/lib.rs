@@ -1,0 +1,10 @@
+//! # mosaic-data
+//!
+//! Turns files into model-ready tensors for all six modalities, exactly as
+//! the reference preprocessing does.
+pub mod audio;
+pub mod error;
+pub mod image;
+pub mod text;
+
+pub use error::{Error, Result};
