@@ -5,6 +5,8 @@
 pub mod audio;
 pub mod error;
 pub mod image;
+pub mod pointcloud;
+pub mod sensor;
 pub mod text;
 
 pub use error::{Error, Result};
