@@ -5,6 +5,7 @@
 pub mod audio;
 pub mod error;
 pub mod image;
+pub mod manifest;
 pub mod pointcloud;
 pub mod sensor;
 pub mod text;
