@@ -9,5 +9,6 @@ pub mod manifest;
 pub mod pointcloud;
 pub mod sensor;
 pub mod text;
+pub mod video;
 
 pub use error::{Error, Result};
