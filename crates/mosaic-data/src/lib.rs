@@ -5,7 +5,9 @@
 pub mod audio;
 pub mod error;
 pub mod image;
+pub mod loader;
 pub mod manifest;
+pub mod pipeline;
 pub mod pointcloud;
 pub mod sensor;
 pub mod text;
