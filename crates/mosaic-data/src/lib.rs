@@ -3,8 +3,10 @@
 //! Turns files into model-ready tensors for all six modalities, exactly as
 //! the reference preprocessing does.
 pub mod audio;
+pub mod check;
 pub mod error;
 pub mod image;
+pub mod import;
 pub mod loader;
 pub mod manifest;
 pub mod pipeline;

@@ -90,6 +90,11 @@ impl Source {
         }
     }
 
+    /// A fresh pass over the raw samples (no decoding).
+    pub fn open_stream(&self) -> Box<dyn Iterator<Item = Result<Sample>> + Send> {
+        (self.open)()
+    }
+
     /// Any closure that starts a fresh pass.
     pub fn from_fn(name: &str, open: Arc<SourceFn>) -> Self {
         Source { open, name: name.to_string() }
