@@ -1,6 +1,8 @@
 //! `mosaic`: the command line over the Mosaic library. Argument parsing and
 //! progress display only; the work is done by the library crates.
 
+mod data;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -34,6 +36,11 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Data sets: validate, stats, convert (JSONL ↔ shards), import.
+    Data {
+        #[command(subcommand)]
+        command: data::DataCommand,
+    },
     /// Real pretrained weights and data sets, fetched from registry packages.
     Assets {
         #[command(subcommand)]
@@ -294,6 +301,7 @@ fn run(cli: Cli) -> Result<()> {
         Ok(AssetStore::new(home, mosaic_core::assets::Catalog::load()?))
     };
     match cli.command {
+        Command::Data { command } => data::run(command, &open_store)?,
         Command::Inspect {
             path,
             json,

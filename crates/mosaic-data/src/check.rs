@@ -29,23 +29,44 @@ pub struct ValidationReport {
 
 /// Decodes one modality value fully, returning a short description.
 pub fn check_value(m: Modality, v: &ModalityValue, sample: &Sample) -> Result<()> {
-    let ext_hint = sample.extra.get(&format!("{m}_ext")).and_then(|e| e.as_str()).map(str::to_string);
+    let ext_hint = sample
+        .extra
+        .get(&format!("{m}_ext"))
+        .and_then(|e| e.as_str())
+        .map(str::to_string);
     let (bytes, name, ext) = match v {
         ModalityValue::Text(t) => {
-            return if t.trim().is_empty() { Err(Error::invalid(format!("sample `{}` text", sample.id), "empty text")) } else { Ok(()) };
+            return if t.trim().is_empty() {
+                Err(Error::invalid(
+                    format!("sample `{}` text", sample.id),
+                    "empty text",
+                ))
+            } else {
+                Ok(())
+            };
         }
         ModalityValue::Tensor(_) => return Ok(()),
         ModalityValue::Path(p) => {
             if m == Modality::Video {
                 return check_video(p);
             }
-            (read_limited(p, 2 << 30)?, p.display().to_string(), p.extension().and_then(|e| e.to_str()).map(str::to_string))
+            (
+                read_limited(p, 2 << 30)?,
+                p.display().to_string(),
+                p.extension().and_then(|e| e.to_str()).map(str::to_string),
+            )
         }
         ModalityValue::Bytes(b) => (b.clone(), format!("sample `{}` {m}", sample.id), ext_hint),
     };
     match m {
         Modality::Text => {
-            std::str::from_utf8(&bytes).map_err(|e| Error::decode(&name, "text", format!("invalid UTF-8 at byte {}", e.valid_up_to())))?;
+            std::str::from_utf8(&bytes).map_err(|e| {
+                Error::decode(
+                    &name,
+                    "text",
+                    format!("invalid UTF-8 at byte {}", e.valid_up_to()),
+                )
+            })?;
         }
         Modality::Image => {
             decode_image(&bytes, &name, &DecodeOptions::default())?;
@@ -55,19 +76,31 @@ pub fn check_value(m: Modality, v: &ModalityValue, sample: &Sample) -> Result<()
         }
         Modality::Video => {
             let dir = tempfile::tempdir().map_err(|e| Error::io(std::env::temp_dir(), e))?;
-            let p = dir.path().join(format!("clip.{}", ext.unwrap_or_else(|| "mp4".into())));
+            let p = dir
+                .path()
+                .join(format!("clip.{}", ext.unwrap_or_else(|| "mp4".into())));
             std::fs::write(&p, &bytes).map_err(|e| Error::io(&p, e))?;
             check_video(&p).map_err(|e| Error::decode(&name, "video", e.to_string()))?;
         }
         Modality::PointCloud => {
             let dir = tempfile::tempdir().map_err(|e| Error::io(std::env::temp_dir(), e))?;
-            let ext = ext.unwrap_or_else(|| if bytes.starts_with(b"ply") { "ply".into() } else { "xyz".into() });
+            let ext = ext.unwrap_or_else(|| {
+                if bytes.starts_with(b"ply") {
+                    "ply".into()
+                } else {
+                    "xyz".into()
+                }
+            });
             let p = dir.path().join(format!("cloud.{ext}"));
             std::fs::write(&p, &bytes).map_err(|e| Error::io(&p, e))?;
-            crate::pointcloud::load_point_cloud(&p).map_err(|e| Error::decode(&name, "point cloud", e.to_string()))?;
+            crate::pointcloud::load_point_cloud(&p)
+                .map_err(|e| Error::decode(&name, "point cloud", e.to_string()))?;
         }
         Modality::Sensor => {
-            let opts = crate::sensor::SensorReadOptions { rate: Some(1.0), ..Default::default() };
+            let opts = crate::sensor::SensorReadOptions {
+                rate: Some(1.0),
+                ..Default::default()
+            };
             if bytes.starts_with(b"\x93NUMPY") {
                 crate::sensor::parse_npy_series(&bytes, &name, &opts)?;
             } else {
@@ -80,12 +113,22 @@ pub fn check_value(m: Modality, v: &ModalityValue, sample: &Sample) -> Result<()
 
 fn check_video(p: &Path) -> Result<()> {
     if p.is_dir() || p.extension().is_some_and(|e| e.eq_ignore_ascii_case("gif")) {
-        crate::video::load_frames(p, &crate::video::VideoOptions { sampling: crate::video::FrameSampling::Uniform(1), ..Default::default() })?;
+        crate::video::load_frames(
+            p,
+            &crate::video::VideoOptions {
+                sampling: crate::video::FrameSampling::Uniform(1),
+                ..Default::default()
+            },
+        )?;
         return Ok(());
     }
     let info = crate::video::probe(p)?;
     if info.width == 0 || info.height == 0 {
-        return Err(Error::decode(p.display().to_string(), "video", "no frame size"));
+        return Err(Error::decode(
+            p.display().to_string(),
+            "video",
+            "no frame size",
+        ));
     }
     Ok(())
 }
@@ -96,16 +139,27 @@ pub fn validate(input: &Path, threads: usize) -> Result<ValidationReport> {
     // (position, location, sample): manifests are located by `file:line`,
     // shards by `shard#index`.
     type Item = (usize, String, Result<Sample>);
-    let stream: Box<dyn Iterator<Item = Item> + Send> = if !input.is_dir() && input.extension().is_some_and(|e| e != "tar") {
-        let reader = crate::manifest::ManifestReader::open(input)?;
-        let base = reader.base_dir();
-        let name = input.display().to_string();
-        Box::new(reader.enumerate().map(move |(i, (line, rec))| (i, format!("{name}:{line}"), rec.map(|r| r.to_sample(&base, line)))))
-    } else {
-        let source = Source::open_path(input)?;
-        let name = input.display().to_string();
-        Box::new(raw_stream(&source).enumerate().map(move |(i, s)| (i, format!("{name}#{i}"), s)))
-    };
+    let stream: Box<dyn Iterator<Item = Item> + Send> =
+        if !input.is_dir() && input.extension().is_some_and(|e| e != "tar") {
+            let reader = crate::manifest::ManifestReader::open(input)?;
+            let base = reader.base_dir();
+            let name = input.display().to_string();
+            Box::new(reader.enumerate().map(move |(i, (line, rec))| {
+                (
+                    i,
+                    format!("{name}:{line}"),
+                    rec.map(|r| r.to_sample(&base, line)),
+                )
+            }))
+        } else {
+            let source = Source::open_path(input)?;
+            let name = input.display().to_string();
+            Box::new(
+                raw_stream(&source)
+                    .enumerate()
+                    .map(move |(i, s)| (i, format!("{name}#{i}"), s)),
+            )
+        };
     let (tx, rx) = sync_channel::<Item>(256);
     let rx = Arc::new(Mutex::new(rx));
     let report = Arc::new(Mutex::new((0usize, Vec::<(usize, String, String)>::new())));
@@ -126,7 +180,10 @@ pub fn validate(input: &Path, threads: usize) -> Result<ValidationReport> {
                     let Ok(Ok((i, at, item))) = next else { return };
                     let res = item.and_then(|smp| {
                         if smp.modalities.is_empty() {
-                            return Err(Error::invalid(format!("sample `{}`", smp.id), "has no modality"));
+                            return Err(Error::invalid(
+                                format!("sample `{}`", smp.id),
+                                "has no modality",
+                            ));
                         }
                         for (m, v) in &smp.modalities {
                             check_value(*m, v, &smp)?;
@@ -142,9 +199,16 @@ pub fn validate(input: &Path, threads: usize) -> Result<ValidationReport> {
             });
         }
     });
-    let (total, mut bad) = Arc::try_unwrap(report).map_err(|_| Error::invalid("validate", "worker still running"))?.into_inner().unwrap_or_else(|p| p.into_inner());
+    let (total, mut bad) = Arc::try_unwrap(report)
+        .map_err(|_| Error::invalid("validate", "worker still running"))?
+        .into_inner()
+        .unwrap_or_else(|p| p.into_inner());
     bad.sort_by_key(|b| b.0);
-    Ok(ValidationReport { total, ok: total - bad.len(), bad: bad.into_iter().map(|(_, a, m)| (a, m)).collect() })
+    Ok(ValidationReport {
+        total,
+        ok: total - bad.len(),
+        bad: bad.into_iter().map(|(_, a, m)| (a, m)).collect(),
+    })
 }
 
 fn raw_stream(source: &Source) -> Box<dyn Iterator<Item = Result<Sample>> + Send> {
@@ -208,13 +272,26 @@ pub fn stats(input: &Path) -> Result<DataStats> {
 /// Converts a JSONL manifest into shards (`out` is a folder), or shards
 /// into a JSONL manifest (`out` ends in `.jsonl`; member files are written
 /// under `<out stem>_files/`). Returns the paths written.
-pub fn convert(input: &Path, out: &Path, samples_per_shard: usize, strict: bool) -> Result<(Vec<PathBuf>, Vec<String>)> {
+pub fn convert(
+    input: &Path,
+    out: &Path,
+    samples_per_shard: usize,
+    strict: bool,
+) -> Result<(Vec<PathBuf>, Vec<String>)> {
     let source = Source::open_path(input)?;
     let mut skipped = Vec::new();
     let to_jsonl = out.extension().is_some_and(|e| e == "jsonl");
     if to_jsonl {
-        let base = out.parent().filter(|p| !p.as_os_str().is_empty()).map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
-        let stem = out.file_stem().unwrap_or_default().to_string_lossy().into_owned();
+        let base = out
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        let stem = out
+            .file_stem()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
         let files_dir = base.join(format!("{stem}_files"));
         std::fs::create_dir_all(&files_dir).map_err(|e| Error::io(&files_dir, e))?;
         let mut recs = Vec::new();
@@ -227,11 +304,25 @@ pub fn convert(input: &Path, out: &Path, samples_per_shard: usize, strict: bool)
                 }
                 Err(e) => return Err(e),
             };
-            let key: String = s.id.chars().map(|c| if c == '/' || c == '\\' || c == '.' { '_' } else { c }).collect();
+            let key: String =
+                s.id.chars()
+                    .map(|c| {
+                        if c == '/' || c == '\\' || c == '.' {
+                            '_'
+                        } else {
+                            c
+                        }
+                    })
+                    .collect();
             let mods: Vec<Modality> = s.modalities.keys().copied().collect();
             for m in mods {
                 if let Some(ModalityValue::Bytes(b)) = s.modalities.get(&m) {
-                    let ext = s.extra.get(&format!("{m}_ext")).and_then(|v| v.as_str()).unwrap_or("bin").to_string();
+                    let ext = s
+                        .extra
+                        .get(&format!("{m}_ext"))
+                        .and_then(|v| v.as_str())
+                        .unwrap_or("bin")
+                        .to_string();
                     let p = files_dir.join(format!("{key}.{ext}"));
                     mosaic_core::atomic::write_bytes_atomic(&p, b)?;
                     s.modalities.insert(m, ModalityValue::Path(p));
@@ -243,7 +334,11 @@ pub fn convert(input: &Path, out: &Path, samples_per_shard: usize, strict: bool)
         write_manifest(out, &recs)?;
         Ok((vec![out.to_path_buf()], skipped))
     } else {
-        let prefix = input.file_stem().unwrap_or_default().to_string_lossy().into_owned();
+        let prefix = input
+            .file_stem()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
         let mut w = ShardWriter::new(out, &prefix, samples_per_shard, 1 << 30)?;
         for item in raw_stream(&source) {
             let r = item.and_then(|s| w.write(&s));

@@ -70,7 +70,11 @@ impl Error {
     }
 
     /// A decode error about `input`.
-    pub fn decode(input: impl Into<String>, what: &'static str, message: impl Into<String>) -> Self {
+    pub fn decode(
+        input: impl Into<String>,
+        what: &'static str,
+        message: impl Into<String>,
+    ) -> Self {
         Error::Decode {
             input: input.into(),
             what,

@@ -11,8 +11,18 @@ use crate::error::{Error, Result};
 use crate::manifest::jsonl::{LabelValue, ManifestRecord, TextField, write_manifest};
 
 /// Fashion-MNIST class names, in label order.
-pub const FASHION_MNIST_CLASSES: [&str; 10] =
-    ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"];
+pub const FASHION_MNIST_CLASSES: [&str; 10] = [
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+];
 
 /// An IDX array (the MNIST family's format): shape and raw u8 data.
 #[derive(Debug, Clone, PartialEq)]
@@ -47,19 +57,33 @@ pub fn parse_idx(bytes: &[u8], name: &str) -> Result<Idx> {
         return Err(err("bad magic".into()));
     }
     if bytes[2] != 0x08 {
-        return Err(err(format!("element type 0x{:02x} is not unsigned byte", bytes[2])));
+        return Err(err(format!(
+            "element type 0x{:02x} is not unsigned byte",
+            bytes[2]
+        )));
     }
     let nd = bytes[3] as usize;
     let header = 4 + 4 * nd;
     if bytes.len() < header {
         return Err(err("truncated header".into()));
     }
-    let dims: Vec<usize> = (0..nd).map(|i| u32::from_be_bytes(bytes[4 + 4 * i..8 + 4 * i].try_into().unwrap()) as usize).collect();
-    let count = dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).ok_or_else(|| err("dimensions overflow".into()))?;
+    let dims: Vec<usize> = (0..nd)
+        .map(|i| u32::from_be_bytes(bytes[4 + 4 * i..8 + 4 * i].try_into().unwrap()) as usize)
+        .collect();
+    let count = dims
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .ok_or_else(|| err("dimensions overflow".into()))?;
     if bytes.len() - header != count {
-        return Err(err(format!("dimensions {dims:?} need {count} bytes of data, the file has {}", bytes.len() - header)));
+        return Err(err(format!(
+            "dimensions {dims:?} need {count} bytes of data, the file has {}",
+            bytes.len() - header
+        )));
     }
-    Ok(Idx { dims, data: bytes[header..].to_vec() })
+    Ok(Idx {
+        dims,
+        data: bytes[header..].to_vec(),
+    })
 }
 
 /// Summary of an import.
@@ -78,7 +102,10 @@ pub struct ImportReport {
 fn publish_dir(staging: &Path, out: &Path, force: bool) -> Result<()> {
     if out.exists() {
         if !force {
-            return Err(Error::invalid(out.display().to_string(), "already exists (use --force to replace it)"));
+            return Err(Error::invalid(
+                out.display().to_string(),
+                "already exists (use --force to replace it)",
+            ));
         }
         let old = out.with_extension(format!("old-{}", std::process::id()));
         std::fs::rename(out, &old).map_err(|e| Error::io(out, e))?;
@@ -97,24 +124,42 @@ fn publish_dir(staging: &Path, out: &Path, force: bool) -> Result<()> {
 /// renamed into place when complete.
 pub fn import_fashion_mnist(src: &Path, out: &Path, force: bool) -> Result<ImportReport> {
     if out.exists() && !force {
-        return Err(Error::invalid(out.display().to_string(), "already exists (use --force to replace it)"));
+        return Err(Error::invalid(
+            out.display().to_string(),
+            "already exists (use --force to replace it)",
+        ));
     }
-    let parent = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let parent = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
-    let staging = tempfile::Builder::new().prefix(".import-").tempdir_in(parent).map_err(|e| Error::io(parent, e))?;
+    let staging = tempfile::Builder::new()
+        .prefix(".import-")
+        .tempdir_in(parent)
+        .map_err(|e| Error::io(parent, e))?;
     let mut all = Vec::new();
     let mut per_split = Vec::new();
     for (split, prefix) in [("train", "train"), ("test", "t10k")] {
         let images = read_idx(&src.join(format!("{prefix}-images-idx3-ubyte.gz")))?;
         let labels = read_idx(&src.join(format!("{prefix}-labels-idx1-ubyte.gz")))?;
         if images.dims.len() != 3 || labels.dims.len() != 1 || images.dims[0] != labels.dims[0] {
-            return Err(Error::decode(src.display().to_string(), "Fashion-MNIST", format!("{split}: images {:?} vs labels {:?}", images.dims, labels.dims)));
+            return Err(Error::decode(
+                src.display().to_string(),
+                "Fashion-MNIST",
+                format!(
+                    "{split}: images {:?} vs labels {:?}",
+                    images.dims, labels.dims
+                ),
+            ));
         }
         let (n, h, w) = (images.dims[0], images.dims[1], images.dims[2]);
         let dir = staging.path().join("images").join(split);
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
         // Encode PNGs on all cores: this is the slow part of the import.
-        let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+        let threads = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2);
         let chunk = n.div_ceil(threads);
         std::thread::scope(|s| -> Result<()> {
             let handles: Vec<_> = (0..threads)
@@ -135,14 +180,21 @@ pub fn import_fashion_mnist(src: &Path, out: &Path, force: bool) -> Result<Impor
                 })
                 .collect();
             for h in handles {
-                h.join().map_err(|_| Error::invalid("import", "a worker thread panicked"))??;
+                h.join()
+                    .map_err(|_| Error::invalid("import", "a worker thread panicked"))??;
             }
             Ok(())
         })?;
         let mut recs = Vec::with_capacity(n);
         for i in 0..n {
             let class = labels.data[i] as usize;
-            let name = FASHION_MNIST_CLASSES.get(class).ok_or_else(|| Error::decode(src.display().to_string(), "Fashion-MNIST", format!("{split} label {i} is {class}, not 0-9")))?;
+            let name = FASHION_MNIST_CLASSES.get(class).ok_or_else(|| {
+                Error::decode(
+                    src.display().to_string(),
+                    "Fashion-MNIST",
+                    format!("{split} label {i} is {class}, not 0-9"),
+                )
+            })?;
             let mut r = ManifestRecord {
                 id: Some(format!("{split}-{i:05}")),
                 image: Some(format!("images/{split}/{i:05}.png")),
@@ -158,46 +210,81 @@ pub fn import_fashion_mnist(src: &Path, out: &Path, force: bool) -> Result<Impor
         all.extend(recs);
     }
     write_manifest(&staging.path().join("manifest.jsonl"), &all)?;
-    std::fs::write(staging.path().join("classes.txt"), FASHION_MNIST_CLASSES.join("\n") + "\n").map_err(|e| Error::io(staging.path(), e))?;
+    std::fs::write(
+        staging.path().join("classes.txt"),
+        FASHION_MNIST_CLASSES.join("\n") + "\n",
+    )
+    .map_err(|e| Error::io(staging.path(), e))?;
     let staging = staging.keep();
     publish_dir(&staging, out, force)?;
     let mut manifests = vec![out.join("manifest.jsonl")];
     manifests.extend(per_split.iter().map(|s| out.join(format!("{s}.jsonl"))));
-    Ok(ImportReport { manifests, samples: all.len(), skipped: Vec::new() })
+    Ok(ImportReport {
+        manifests,
+        samples: all.len(),
+        skipped: Vec::new(),
+    })
 }
 
 fn rel_or_abs(base: &Path, p: &Path) -> String {
     let abs = std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
     let base = std::fs::canonicalize(base).unwrap_or_else(|_| base.to_path_buf());
-    abs.strip_prefix(&base).map(|r| r.to_string_lossy().into_owned()).unwrap_or_else(|_| abs.to_string_lossy().into_owned())
+    abs.strip_prefix(&base)
+        .map(|r| r.to_string_lossy().into_owned())
+        .unwrap_or_else(|_| abs.to_string_lossy().into_owned())
 }
 
 fn manifest_base(out: &Path) -> PathBuf {
-    out.parent().filter(|p| !p.as_os_str().is_empty()).map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."))
+    out.parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
 }
 
 /// Imports `root/<class>/<image>` folders into a manifest at `out`.
 pub fn import_image_folder(root: &Path, out: &Path) -> Result<ImportReport> {
     let base = manifest_base(out);
     std::fs::create_dir_all(&base).map_err(|e| Error::io(&base, e))?;
-    let mut classes: Vec<PathBuf> = std::fs::read_dir(root).map_err(|e| Error::io(root, e))?.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.is_dir()).collect();
+    let mut classes: Vec<PathBuf> = std::fs::read_dir(root)
+        .map_err(|e| Error::io(root, e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_dir())
+        .collect();
     classes.sort();
     if classes.is_empty() {
-        return Err(Error::invalid(root.display().to_string(), "no class sub-folders"));
+        return Err(Error::invalid(
+            root.display().to_string(),
+            "no class sub-folders",
+        ));
     }
     let mut recs = Vec::new();
     let mut skipped = Vec::new();
     for c in &classes {
         let class = c.file_name().unwrap().to_string_lossy().into_owned();
-        let mut files: Vec<PathBuf> = std::fs::read_dir(c).map_err(|e| Error::io(c, e))?.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.is_file()).collect();
+        let mut files: Vec<PathBuf> = std::fs::read_dir(c)
+            .map_err(|e| Error::io(c, e))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.is_file())
+            .collect();
         files.sort();
         for f in files {
-            let ext = f.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
-            if !matches!(ext.as_str(), "jpg" | "jpeg" | "png" | "webp" | "gif" | "bmp" | "tif" | "tiff") {
+            let ext = f
+                .extension()
+                .and_then(|e| e.to_str())
+                .unwrap_or("")
+                .to_ascii_lowercase();
+            if !matches!(
+                ext.as_str(),
+                "jpg" | "jpeg" | "png" | "webp" | "gif" | "bmp" | "tif" | "tiff"
+            ) {
                 skipped.push(format!("{}: not an image extension", f.display()));
                 continue;
             }
-            let stem = f.file_stem().unwrap_or_default().to_string_lossy().into_owned();
+            let stem = f
+                .file_stem()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned();
             recs.push(ManifestRecord {
                 id: Some(format!("{class}/{stem}")),
                 image: Some(rel_or_abs(&base, &f)),
@@ -207,7 +294,11 @@ pub fn import_image_folder(root: &Path, out: &Path) -> Result<ImportReport> {
         }
     }
     let n = write_manifest(out, &recs)?;
-    Ok(ImportReport { manifests: vec![out.to_path_buf()], samples: n, skipped })
+    Ok(ImportReport {
+        manifests: vec![out.to_path_buf()],
+        samples: n,
+        skipped,
+    })
 }
 
 /// Imports COCO-captions JSON (`images[].{id,file_name}`,
@@ -215,14 +306,34 @@ pub fn import_image_folder(root: &Path, out: &Path) -> Result<ImportReport> {
 /// one sample per image, all its captions, `text` = the first caption.
 pub fn import_coco_captions(json: &Path, images_dir: &Path, out: &Path) -> Result<ImportReport> {
     let text = std::fs::read_to_string(json).map_err(|e| Error::io(json, e))?;
-    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| Error::decode(json.display().to_string(), "COCO captions JSON", e.to_string()))?;
-    let err = |m: &str| Error::decode(json.display().to_string(), "COCO captions JSON", m.to_string());
-    let images = v["images"].as_array().ok_or_else(|| err("no `images` array"))?;
-    let anns = v["annotations"].as_array().ok_or_else(|| err("no `annotations` array"))?;
+    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
+        Error::decode(
+            json.display().to_string(),
+            "COCO captions JSON",
+            e.to_string(),
+        )
+    })?;
+    let err = |m: &str| {
+        Error::decode(
+            json.display().to_string(),
+            "COCO captions JSON",
+            m.to_string(),
+        )
+    };
+    let images = v["images"]
+        .as_array()
+        .ok_or_else(|| err("no `images` array"))?;
+    let anns = v["annotations"]
+        .as_array()
+        .ok_or_else(|| err("no `annotations` array"))?;
     let mut caps: std::collections::HashMap<i64, Vec<String>> = Default::default();
     for (i, a) in anns.iter().enumerate() {
-        let id = a["image_id"].as_i64().ok_or_else(|| err(&format!("annotations[{i}] has no integer image_id")))?;
-        let c = a["caption"].as_str().ok_or_else(|| err(&format!("annotations[{i}] has no caption string")))?;
+        let id = a["image_id"]
+            .as_i64()
+            .ok_or_else(|| err(&format!("annotations[{i}] has no integer image_id")))?;
+        let c = a["caption"]
+            .as_str()
+            .ok_or_else(|| err(&format!("annotations[{i}] has no caption string")))?;
         caps.entry(id).or_default().push(c.trim().to_string());
     }
     let base = manifest_base(out);
@@ -230,8 +341,12 @@ pub fn import_coco_captions(json: &Path, images_dir: &Path, out: &Path) -> Resul
     let mut recs = Vec::new();
     let mut skipped = Vec::new();
     for (i, im) in images.iter().enumerate() {
-        let id = im["id"].as_i64().ok_or_else(|| err(&format!("images[{i}] has no integer id")))?;
-        let file = im["file_name"].as_str().ok_or_else(|| err(&format!("images[{i}] has no file_name")))?;
+        let id = im["id"]
+            .as_i64()
+            .ok_or_else(|| err(&format!("images[{i}] has no integer id")))?;
+        let file = im["file_name"]
+            .as_str()
+            .ok_or_else(|| err(&format!("images[{i}] has no file_name")))?;
         let Some(c) = caps.remove(&id) else {
             skipped.push(format!("image {id} ({file}): no captions"));
             continue;
@@ -245,7 +360,11 @@ pub fn import_coco_captions(json: &Path, images_dir: &Path, out: &Path) -> Resul
         });
     }
     let n = write_manifest(out, &recs)?;
-    Ok(ImportReport { manifests: vec![out.to_path_buf()], samples: n, skipped })
+    Ok(ImportReport {
+        manifests: vec![out.to_path_buf()],
+        samples: n,
+        skipped,
+    })
 }
 
 /// Imports an Asterisk-style transcript list (`digits/7: seven`, one per
@@ -256,7 +375,10 @@ pub fn import_transcript_list(list: &Path, audio_root: &Path, out: &Path) -> Res
     let raw = crate::error::read_limited(list, 256 << 20)?;
     let bytes = if raw.starts_with(&[0x1f, 0x8b]) {
         let mut o = Vec::new();
-        flate2::read::GzDecoder::new(raw.as_slice()).take(1 << 30).read_to_end(&mut o).map_err(|e| Error::decode(list.display().to_string(), "gzip", e.to_string()))?;
+        flate2::read::GzDecoder::new(raw.as_slice())
+            .take(1 << 30)
+            .read_to_end(&mut o)
+            .map_err(|e| Error::decode(list.display().to_string(), "gzip", e.to_string()))?;
         o
     } else {
         raw
@@ -272,12 +394,20 @@ pub fn import_transcript_list(list: &Path, audio_root: &Path, out: &Path) -> Res
             continue;
         }
         let Some((path, transcript)) = line.split_once(':') else {
-            skipped.push(format!("{}:{}: no `path: transcript` separator", list.display(), ln + 1));
+            skipped.push(format!(
+                "{}:{}: no `path: transcript` separator",
+                list.display(),
+                ln + 1
+            ));
             continue;
         };
         let (path, transcript) = (path.trim(), transcript.trim());
         if path.is_empty() || path.contains(' ') || transcript.is_empty() {
-            skipped.push(format!("{}:{}: not a `path: transcript` line", list.display(), ln + 1));
+            skipped.push(format!(
+                "{}:{}: not a `path: transcript` line",
+                list.display(),
+                ln + 1
+            ));
             continue;
         }
         let mut file = audio_root.join(path);
@@ -285,7 +415,12 @@ pub fn import_transcript_list(list: &Path, audio_root: &Path, out: &Path) -> Res
             file.set_extension("wav");
         }
         if !file.is_file() {
-            skipped.push(format!("{}:{}: {} does not exist", list.display(), ln + 1, file.display()));
+            skipped.push(format!(
+                "{}:{}: {} does not exist",
+                list.display(),
+                ln + 1,
+                file.display()
+            ));
             continue;
         }
         recs.push(ManifestRecord {
@@ -297,7 +432,11 @@ pub fn import_transcript_list(list: &Path, audio_root: &Path, out: &Path) -> Res
         });
     }
     let n = write_manifest(out, &recs)?;
-    Ok(ImportReport { manifests: vec![out.to_path_buf()], samples: n, skipped })
+    Ok(ImportReport {
+        manifests: vec![out.to_path_buf()],
+        samples: n,
+        skipped,
+    })
 }
 
 #[cfg(test)]
@@ -309,7 +448,12 @@ mod tests {
         let mut b = vec![0, 0, 8, 1, 0, 0, 0, 3, 1, 2, 3];
         assert_eq!(parse_idx(&b, "x").unwrap().data, vec![1, 2, 3]);
         b.pop();
-        assert!(parse_idx(&b, "x").unwrap_err().to_string().contains("need 3 bytes"));
+        assert!(
+            parse_idx(&b, "x")
+                .unwrap_err()
+                .to_string()
+                .contains("need 3 bytes")
+        );
         assert!(parse_idx(&[0, 0, 0x0d, 1], "x").is_err());
     }
 
@@ -318,8 +462,17 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(d.path().join("a/digits")).unwrap();
         std::fs::write(d.path().join("a/digits/7.wav"), b"RIFF").unwrap();
-        std::fs::write(d.path().join("list.txt"), "digits/7: seven\ndigits/8: eight\ngarbage line\n").unwrap();
-        let r = import_transcript_list(&d.path().join("list.txt"), &d.path().join("a"), &d.path().join("m.jsonl")).unwrap();
+        std::fs::write(
+            d.path().join("list.txt"),
+            "digits/7: seven\ndigits/8: eight\ngarbage line\n",
+        )
+        .unwrap();
+        let r = import_transcript_list(
+            &d.path().join("list.txt"),
+            &d.path().join("a"),
+            &d.path().join("m.jsonl"),
+        )
+        .unwrap();
         assert_eq!(r.samples, 1);
         assert_eq!(r.skipped.len(), 2);
         let recs = crate::manifest::ManifestReader::read_all(&d.path().join("m.jsonl")).unwrap();
@@ -330,7 +483,12 @@ mod tests {
     fn coco_and_folders() {
         let d = tempfile::tempdir().unwrap();
         std::fs::write(d.path().join("c.json"), r#"{"images":[{"id":1,"file_name":"a.jpg"},{"id":2,"file_name":"b.jpg"}],"annotations":[{"image_id":1,"caption":"A cat. "},{"image_id":1,"caption":"a kitten"}]}"#).unwrap();
-        let r = import_coco_captions(&d.path().join("c.json"), d.path(), &d.path().join("m.jsonl")).unwrap();
+        let r = import_coco_captions(
+            &d.path().join("c.json"),
+            d.path(),
+            &d.path().join("m.jsonl"),
+        )
+        .unwrap();
         assert_eq!((r.samples, r.skipped.len()), (1, 1));
         std::fs::create_dir_all(d.path().join("f/cat")).unwrap();
         std::fs::write(d.path().join("f/cat/1.png"), b"x").unwrap();

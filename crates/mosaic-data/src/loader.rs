@@ -76,7 +76,9 @@ impl Source {
                 std::thread::spawn(move || {
                     for p in paths {
                         let r = ShardReader::open(&p).and_then(|mut r| {
-                            r.for_each(|s| tx.send(s).map_err(|_| Error::invalid("loader", "stopped")))
+                            r.for_each(|s| {
+                                tx.send(s).map_err(|_| Error::invalid("loader", "stopped"))
+                            })
                         });
                         if let Err(e) = r
                             && tx.send(Err(e)).is_err()
@@ -97,7 +99,10 @@ impl Source {
 
     /// Any closure that starts a fresh pass.
     pub fn from_fn(name: &str, open: Arc<SourceFn>) -> Self {
-        Source { open, name: name.to_string() }
+        Source {
+            open,
+            name: name.to_string(),
+        }
     }
 
     /// Picks JSONL or shards by extension (`.jsonl`, `.json`, `.tar`), or
@@ -111,7 +116,10 @@ impl Source {
                 .collect();
             tars.sort();
             if tars.is_empty() {
-                return Err(Error::invalid(path.display().to_string(), "folder has no .tar shards"));
+                return Err(Error::invalid(
+                    path.display().to_string(),
+                    "folder has no .tar shards",
+                ));
             }
             return Ok(Source::shards(tars));
         }
@@ -119,11 +127,17 @@ impl Source {
             Some("tar") => Ok(Source::shards(vec![path.to_path_buf()])),
             Some("jsonl") | Some("json") | Some("ndjson") => {
                 if !path.is_file() {
-                    return Err(Error::io(path, std::io::Error::new(std::io::ErrorKind::NotFound, "no such manifest")));
+                    return Err(Error::io(
+                        path,
+                        std::io::Error::new(std::io::ErrorKind::NotFound, "no such manifest"),
+                    ));
                 }
                 Ok(Source::manifest(path))
             }
-            _ => Err(Error::invalid(path.display().to_string(), "expected a .jsonl manifest, a .tar shard or a folder of shards")),
+            _ => Err(Error::invalid(
+                path.display().to_string(),
+                "expected a .jsonl manifest, a .tar shard or a folder of shards",
+            )),
         }
     }
 }
@@ -154,7 +168,9 @@ impl Default for LoaderConfig {
             shuffle_buffer: 0,
             seed: 0,
             drop_last: false,
-            num_workers: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+            num_workers: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2),
             queue_depth: 256,
             strict: false,
         }
@@ -184,9 +200,16 @@ impl Loader {
     /// A loader over `source` with `pipeline`.
     pub fn new(source: Source, pipeline: Pipeline, config: LoaderConfig) -> Result<Self> {
         if config.batch_size == 0 || config.num_workers == 0 || config.queue_depth == 0 {
-            return Err(Error::invalid("loader config", "batch_size, num_workers and queue_depth must be positive"));
+            return Err(Error::invalid(
+                "loader config",
+                "batch_size, num_workers and queue_depth must be positive",
+            ));
         }
-        Ok(Loader { source, pipeline: Arc::new(pipeline), config })
+        Ok(Loader {
+            source,
+            pipeline: Arc::new(pipeline),
+            config,
+        })
     }
 
     /// The pipeline.
@@ -204,7 +227,9 @@ impl Loader {
         let seed = cfg.seed.wrapping_add(epoch);
         let shuffle = cfg.shuffle_buffer;
         let mut threads = Vec::new();
-        threads.push(std::thread::spawn(move || read_and_shuffle(open, shuffle, seed, raw_tx)));
+        threads.push(std::thread::spawn(move || {
+            read_and_shuffle(open, shuffle, seed, raw_tx)
+        }));
         let raw_rx = Arc::new(Mutex::new(raw_rx));
         for _ in 0..cfg.num_workers {
             let rx = raw_rx.clone();
@@ -226,7 +251,12 @@ impl Loader {
     }
 }
 
-fn read_and_shuffle(open: Arc<SourceFn>, buffer: usize, seed: u64, tx: SyncSender<(usize, Result<Sample>)>) {
+fn read_and_shuffle(
+    open: Arc<SourceFn>,
+    buffer: usize,
+    seed: u64,
+    tx: SyncSender<(usize, Result<Sample>)>,
+) {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut buf: Vec<Result<Sample>> = Vec::with_capacity(buffer);
     let mut seq = 0usize;
@@ -261,14 +291,23 @@ fn read_and_shuffle(open: Arc<SourceFn>, buffer: usize, seed: u64, tx: SyncSende
     }
 }
 
-fn work(rx: Arc<Mutex<Receiver<(usize, Result<Sample>)>>>, tx: SyncSender<(usize, Result<Prepared>)>, pipe: Arc<Pipeline>) {
+fn work(
+    rx: Arc<Mutex<Receiver<(usize, Result<Sample>)>>>,
+    tx: SyncSender<(usize, Result<Prepared>)>,
+    pipe: Arc<Pipeline>,
+) {
     loop {
         let next = { rx.lock().map(|r| r.recv()) };
         let Ok(Ok((seq, item))) = next else { return };
         let out = item.and_then(|s| {
             pipe.prepare(&s).map_err(|e| match e {
                 // Name the sample when the error does not already.
-                Error::InvalidArgument { what, message } if !what.contains(&s.id) => Error::InvalidArgument { what: format!("sample `{}` {what}", s.id), message },
+                Error::InvalidArgument { what, message } if !what.contains(&s.id) => {
+                    Error::InvalidArgument {
+                        what: format!("sample `{}` {what}", s.id),
+                        message,
+                    }
+                }
                 other => other,
             })
         });
@@ -292,7 +331,9 @@ pub struct EpochIter {
 
 impl std::fmt::Debug for EpochIter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EpochIter").field("stats", &self.stats).finish()
+        f.debug_struct("EpochIter")
+            .field("stats", &self.stats)
+            .finish()
     }
 }
 
@@ -392,10 +433,12 @@ mod tests {
                 let mut s = Sample::new(format!("s{i}"));
                 s.labels.push(format!("{}", i % 3));
                 if i % 7 != 3 {
-                    s.modalities.insert(Modality::Text, ModalityValue::Text(format!("{i}")));
+                    s.modalities
+                        .insert(Modality::Text, ModalityValue::Text(format!("{i}")));
                 } else {
                     // A bad sample: invalid UTF-8 bytes as text.
-                    s.modalities.insert(Modality::Text, ModalityValue::Bytes(vec![0xff, 0xfe]));
+                    s.modalities
+                        .insert(Modality::Text, ModalityValue::Bytes(vec![0xff, 0xfe]));
                 }
                 s
             })
@@ -404,11 +447,16 @@ mod tests {
 
     fn tok() -> crate::text::TextTokenizer {
         let json = r#"{"version":"1.0","truncation":null,"padding":null,"added_tokens":[],"normalizer":null,"pre_tokenizer":{"type":"Whitespace"},"post_processor":null,"decoder":null,"model":{"type":"WordLevel","vocab":{"[UNK]":0,"0":1,"1":2,"2":3,"3":4,"4":5,"5":6,"6":7,"7":8,"8":9,"9":10},"unk_token":"[UNK]"}}"#;
-        crate::text::TextTokenizer::from_bytes(json.as_bytes(), "t.json", Default::default()).unwrap()
+        crate::text::TextTokenizer::from_bytes(json.as_bytes(), "t.json", Default::default())
+            .unwrap()
     }
 
     fn ids(cfg: LoaderConfig) -> (Vec<String>, LoaderStats) {
-        let pipe = Pipeline { text: Some(tok()), classes: Some(vec!["0".into(), "1".into(), "2".into()]), ..Default::default() };
+        let pipe = Pipeline {
+            text: Some(tok()),
+            classes: Some(vec!["0".into(), "1".into(), "2".into()]),
+            ..Default::default()
+        };
         let l = Loader::new(Source::samples(samples(50)), pipe, cfg).unwrap();
         let mut it = l.epoch(0);
         let mut out = Vec::new();
@@ -420,31 +468,67 @@ mod tests {
 
     #[test]
     fn deterministic_shuffle_skips_bad_samples() {
-        let base = LoaderConfig { batch_size: 4, shuffle_buffer: 16, seed: 7, num_workers: 1, ..Default::default() };
+        let base = LoaderConfig {
+            batch_size: 4,
+            shuffle_buffer: 16,
+            seed: 7,
+            num_workers: 1,
+            ..Default::default()
+        };
         let (a, st) = ids(base.clone());
-        let (b, _) = ids(LoaderConfig { num_workers: 4, queue_depth: 3, ..base.clone() });
+        let (b, _) = ids(LoaderConfig {
+            num_workers: 4,
+            queue_depth: 3,
+            ..base.clone()
+        });
         assert_eq!(a, b, "same seed, different thread counts");
         assert_eq!(st.skipped, 7);
         assert_eq!(st.ok, 43);
         assert_eq!(a.len(), 43);
-        let (c, _) = ids(LoaderConfig { seed: 8, ..base.clone() });
+        let (c, _) = ids(LoaderConfig {
+            seed: 8,
+            ..base.clone()
+        });
         assert_ne!(a, c);
         let mut sorted = a.clone();
         sorted.sort();
         sorted.dedup();
         assert_eq!(sorted.len(), 43);
-        let (d, _) = ids(LoaderConfig { drop_last: true, ..base.clone() });
+        let (d, _) = ids(LoaderConfig {
+            drop_last: true,
+            ..base.clone()
+        });
         assert_eq!(d.len(), 40);
-        let (e, _) = ids(LoaderConfig { shuffle_buffer: 0, ..base });
+        let (e, _) = ids(LoaderConfig {
+            shuffle_buffer: 0,
+            ..base
+        });
         assert_eq!(e[..3], ["s0".to_string(), "s1".into(), "s2".into()]);
     }
 
     #[test]
     fn strict_stops_at_the_first_bad_sample() {
-        let pipe = Pipeline { text: Some(tok()), ..Default::default() };
-        let l = Loader::new(Source::samples(samples(10)), pipe, LoaderConfig { batch_size: 2, strict: true, num_workers: 2, ..Default::default() }).unwrap();
+        let pipe = Pipeline {
+            text: Some(tok()),
+            ..Default::default()
+        };
+        let l = Loader::new(
+            Source::samples(samples(10)),
+            pipe,
+            LoaderConfig {
+                batch_size: 2,
+                strict: true,
+                num_workers: 2,
+                ..Default::default()
+            },
+        )
+        .unwrap();
         let res: Vec<_> = l.epoch(0).collect();
-        let err = res.iter().find_map(|r| r.as_ref().err()).unwrap().to_string();
+        let err = res
+            .iter()
+            .find_map(|r| r.as_ref().err())
+            .unwrap()
+            .to_string();
         assert!(err.contains("UTF-8"), "{err}");
     }
 }

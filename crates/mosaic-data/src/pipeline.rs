@@ -85,7 +85,10 @@ pub struct Prepared {
 fn bytes_of(v: &ModalityValue, what: &str, limit: u64) -> Result<(Vec<u8>, String)> {
     match v {
         ModalityValue::Bytes(b) => Ok((b.clone(), String::new())),
-        ModalityValue::Path(p) => Ok((crate::error::read_limited(p, limit)?, p.display().to_string())),
+        ModalityValue::Path(p) => Ok((
+            crate::error::read_limited(p, limit)?,
+            p.display().to_string(),
+        )),
         _ => Err(Error::invalid(what, "expected a file or encoded bytes")),
     }
 }
@@ -95,7 +98,13 @@ impl Pipeline {
     pub fn prepare(&self, sample: &Sample) -> Result<Prepared> {
         let mut values = BTreeMap::new();
         let id = &sample.id;
-        let name = |detail: &str| if detail.is_empty() { format!("sample `{id}`") } else { detail.to_string() };
+        let name = |detail: &str| {
+            if detail.is_empty() {
+                format!("sample `{id}`")
+            } else {
+                detail.to_string()
+            }
+        };
         for (m, v) in &sample.modalities {
             let t = match m {
                 Modality::Text => {
@@ -109,8 +118,13 @@ impl Pipeline {
                                 Error::io(p, e)
                             }
                         })?,
-                        ModalityValue::Bytes(b) => String::from_utf8(b.clone())
-                            .map_err(|e| Error::decode(name(""), "text", format!("invalid UTF-8 at byte {}", e.utf8_error().valid_up_to())))?,
+                        ModalityValue::Bytes(b) => String::from_utf8(b.clone()).map_err(|e| {
+                            Error::decode(
+                                name(""),
+                                "text",
+                                format!("invalid UTF-8 at byte {}", e.utf8_error().valid_up_to()),
+                            )
+                        })?,
                         ModalityValue::Tensor(t) => {
                             values.insert(*m, t.clone());
                             continue;
@@ -126,7 +140,8 @@ impl Pipeline {
                         values.insert(*m, t.clone());
                         continue;
                     }
-                    let (bytes, src) = bytes_of(v, "image", self.image_decode.limits.max_file_bytes)?;
+                    let (bytes, src) =
+                        bytes_of(v, "image", self.image_decode.limits.max_file_bytes)?;
                     let img = decode_image(&bytes, &name(&src), &self.image_decode)?;
                     proc_.preprocess(&img)?
                 }
@@ -138,7 +153,17 @@ impl Pipeline {
                     }
                     let limits = AudioLimits::default();
                     let (bytes, src) = bytes_of(v, "audio", limits.max_file_bytes)?;
-                    let ext = Path::new(&src).extension().and_then(|e| e.to_str()).map(str::to_string).or_else(|| sample.extra.get("audio_ext").and_then(|v| v.as_str()).map(str::to_string));
+                    let ext = Path::new(&src)
+                        .extension()
+                        .and_then(|e| e.to_str())
+                        .map(str::to_string)
+                        .or_else(|| {
+                            sample
+                                .extra
+                                .get("audio_ext")
+                                .and_then(|v| v.as_str())
+                                .map(str::to_string)
+                        });
                     let a = audio::decode_audio(bytes, &name(&src), ext.as_deref(), &limits)?;
                     let mono = a.to_mono();
                     match out {
@@ -159,29 +184,48 @@ impl Pipeline {
                 }
                 Modality::Video => {
                     let Some(vo) = &self.video else { continue };
-                    let proc_ = self.image.as_ref().ok_or_else(|| Error::config("pipeline", "video needs an image processor for its frames"))?;
+                    let proc_ = self.image.as_ref().ok_or_else(|| {
+                        Error::config("pipeline", "video needs an image processor for its frames")
+                    })?;
                     let ModalityValue::Path(p) = v else {
-                        return Err(Error::invalid(format!("sample `{id}` video"), "video must be a file or folder path (ffmpeg reads files)"));
+                        return Err(Error::invalid(
+                            format!("sample `{id}` video"),
+                            "video must be a file or folder path (ffmpeg reads files)",
+                        ));
                     };
                     let fr = load_frames(p, vo)?;
-                    let frames: Vec<_> = fr.frames.iter().map(|f| proc_.preprocess(f)).collect::<Result<_>>()?;
+                    let frames: Vec<_> = fr
+                        .frames
+                        .iter()
+                        .map(|f| proc_.preprocess(f))
+                        .collect::<Result<_>>()?;
                     Tensor::stack(&frames, 0)?
                 }
                 Modality::PointCloud => {
-                    let Some(pc) = &self.point_cloud else { continue };
+                    let Some(pc) = &self.point_cloud else {
+                        continue;
+                    };
                     let ModalityValue::Path(p) = v else {
-                        return Err(Error::invalid(format!("sample `{id}` point_cloud"), "expected a file path"));
+                        return Err(Error::invalid(
+                            format!("sample `{id}` point_cloud"),
+                            "expected a file path",
+                        ));
                     };
                     pc.apply(&load_point_cloud(p)?, self.seed)?
                 }
                 Modality::Sensor => {
                     let Some(sp) = &self.sensor else { continue };
                     let ModalityValue::Path(p) = v else {
-                        return Err(Error::invalid(format!("sample `{id}` sensor"), "expected a file path"));
+                        return Err(Error::invalid(
+                            format!("sample `{id}` sensor"),
+                            "expected a file path",
+                        ));
                     };
                     let mut ts: TimeSeries = crate::sensor::load_sensor(p, &sp.read)?;
                     if let Some(r) = sp.rate {
-                        ts = ts.resample(r, sp.max_gap).map_err(|e| Error::decode(p.display().to_string(), "sensor stream", e.to_string()))?;
+                        ts = ts.resample(r, sp.max_gap).map_err(|e| {
+                            Error::decode(p.display().to_string(), "sensor stream", e.to_string())
+                        })?;
                     }
                     if sp.normalize {
                         ts.normalize(None)?;
@@ -198,17 +242,24 @@ impl Pipeline {
             values.insert(*m, t);
         }
         let class = match (&self.classes, sample.labels.first()) {
-            (Some(classes), Some(l)) => Some(
-                classes
-                    .iter()
-                    .position(|c| c == l)
-                    .ok_or_else(|| Error::invalid(format!("sample `{id}` label"), format!("`{l}` is not one of the {} classes", classes.len())))? as u32,
-            ),
+            (Some(classes), Some(l)) => {
+                Some(classes.iter().position(|c| c == l).ok_or_else(|| {
+                    Error::invalid(
+                        format!("sample `{id}` label"),
+                        format!("`{l}` is not one of the {} classes", classes.len()),
+                    )
+                })? as u32)
+            }
             _ => None,
         };
         let mut meta = sample.clone();
         meta.modalities.clear();
-        Ok(Prepared { id: id.clone(), values, class, meta })
+        Ok(Prepared {
+            id: id.clone(),
+            values,
+            class,
+            meta,
+        })
     }
 
     /// The pad value for text ids.
@@ -217,7 +268,9 @@ impl Pipeline {
             .as_ref()
             .and_then(|t| {
                 t.inner().get_padding().map(|p| p.pad_id).or_else(|| {
-                    ["[PAD]", "<pad>", "<|endoftext|>"].iter().find_map(|s| t.inner().token_to_id(s))
+                    ["[PAD]", "<pad>", "<|endoftext|>"]
+                        .iter()
+                        .find_map(|s| t.inner().token_to_id(s))
                 })
             })
             .unwrap_or(0)
@@ -232,26 +285,57 @@ impl Pipeline {
             return Err(Error::invalid("batch", "no samples to collate"));
         }
         let mut batch = Batch::new(items.iter().map(|p| p.id.clone()).collect());
-        let modalities: std::collections::BTreeSet<Modality> = items.iter().flat_map(|p| p.values.keys().copied()).collect();
+        let modalities: std::collections::BTreeSet<Modality> = items
+            .iter()
+            .flat_map(|p| p.values.keys().copied())
+            .collect();
         for m in modalities {
             let present: Vec<bool> = items.iter().map(|p| p.values.contains_key(&m)).collect();
-            let first = items.iter().find_map(|p| p.values.get(&m)).expect("present somewhere");
+            let first = items
+                .iter()
+                .find_map(|p| p.values.get(&m))
+                .expect("present somewhere");
             let rest_dims = first.dims().get(1..).unwrap_or(&[]).to_vec();
             let dtype = first.dtype();
             for p in items {
                 if let Some(t) = p.values.get(&m)
-                    && (t.dims().get(1..).unwrap_or(&[]) != rest_dims.as_slice() || t.dtype() != dtype)
+                    && (t.dims().get(1..).unwrap_or(&[]) != rest_dims.as_slice()
+                        || t.dtype() != dtype)
                 {
                     return Err(Error::invalid(
                         format!("batch {m}"),
-                        format!("sample `{}` has {:?} {:?}, sample `{}` has {:?} {:?}", p.id, t.dims(), t.dtype(), items[0].id, first.dims(), dtype),
+                        format!(
+                            "sample `{}` has {:?} {:?}, sample `{}` has {:?} {:?}",
+                            p.id,
+                            t.dims(),
+                            t.dtype(),
+                            items[0].id,
+                            first.dims(),
+                            dtype
+                        ),
                     ));
                 }
             }
-            let lens: Vec<usize> = items.iter().map(|p| p.values.get(&m).map(|t| t.dims().first().copied().unwrap_or(1)).unwrap_or(0)).collect();
+            let lens: Vec<usize> = items
+                .iter()
+                .map(|p| {
+                    p.values
+                        .get(&m)
+                        .map(|t| t.dims().first().copied().unwrap_or(1))
+                        .unwrap_or(0)
+                })
+                .collect();
             let max_len = lens.iter().copied().max().unwrap_or(0);
-            let variable = first.rank() > 0 && items.iter().filter_map(|p| p.values.get(&m)).any(|t| t.dims()[0] != max_len);
-            let pad_id = if m == Modality::Text { self.text_pad_id() } else { 0 };
+            let variable = first.rank() > 0
+                && items
+                    .iter()
+                    .filter_map(|p| p.values.get(&m))
+                    .any(|t| t.dims()[0] != max_len);
+            let pad_id = if m == Modality::Text {
+                self.text_pad_id()
+            } else {
+                0
+            };
             let mut rows = Vec::with_capacity(items.len());
             for p in items {
                 let t = match p.values.get(&m) {
@@ -287,11 +371,19 @@ impl Pipeline {
             batch.insert(m, ModalityBatch::new(values, mask, present)?)?;
         }
         let classes = if items.iter().all(|p| p.class.is_some()) {
-            Some(Tensor::from_vec(items.iter().map(|p| p.class.unwrap()).collect::<Vec<u32>>(), items.len(), &Device::Cpu)?)
+            Some(Tensor::from_vec(
+                items.iter().map(|p| p.class.unwrap()).collect::<Vec<u32>>(),
+                items.len(),
+                &Device::Cpu,
+            )?)
         } else {
             None
         };
-        Ok(DataBatch { batch, classes, samples: items.iter().map(|p| p.meta.clone()).collect() })
+        Ok(DataBatch {
+            batch,
+            classes,
+            samples: items.iter().map(|p| p.meta.clone()).collect(),
+        })
     }
 }
 
@@ -317,14 +409,27 @@ mod tests {
 
     #[test]
     fn collate_pads_and_masks_missing_modalities() {
-        let p = Pipeline { sensor: Some(SensorPipeline::default()), ..Default::default() };
+        let p = Pipeline {
+            sensor: Some(SensorPipeline::default()),
+            ..Default::default()
+        };
         let mk = |id: &str, n: Option<usize>| Prepared {
             id: id.into(),
-            values: n.map(|n| (Modality::Sensor, Tensor::ones((n, 2), DType::F32, &Device::Cpu).unwrap())).into_iter().collect(),
+            values: n
+                .map(|n| {
+                    (
+                        Modality::Sensor,
+                        Tensor::ones((n, 2), DType::F32, &Device::Cpu).unwrap(),
+                    )
+                })
+                .into_iter()
+                .collect(),
             class: Some(1),
             meta: Sample::new(id),
         };
-        let b = p.collate(&[mk("a", Some(3)), mk("b", None), mk("c", Some(1))]).unwrap();
+        let b = p
+            .collate(&[mk("a", Some(3)), mk("b", None), mk("c", Some(1))])
+            .unwrap();
         let s = b.batch.get(Modality::Sensor).unwrap();
         assert_eq!(s.values.dims(), &[3, 3, 2]);
         assert_eq!(s.present, vec![true, false, true]);

@@ -87,7 +87,10 @@ impl PointCloud {
     pub fn sample_indices(&self, n: usize, method: Sampling, seed: u64) -> Result<Vec<usize>> {
         let len = self.points.len();
         if len == 0 {
-            return Err(Error::invalid("point cloud", "cannot sample from an empty cloud"));
+            return Err(Error::invalid(
+                "point cloud",
+                "cannot sample from an empty cloud",
+            ));
         }
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         if n > len {
@@ -107,7 +110,8 @@ impl PointCloud {
                     let c = self.points[cur];
                     let mut best = (0usize, -1f32);
                     for (i, (p, d)) in self.points.iter().zip(dist.iter_mut()).enumerate() {
-                        let dd = (p[0] - c[0]).powi(2) + (p[1] - c[1]).powi(2) + (p[2] - c[2]).powi(2);
+                        let dd =
+                            (p[0] - c[0]).powi(2) + (p[1] - c[1]).powi(2) + (p[2] - c[2]).powi(2);
                         if dd < *d {
                             *d = dd;
                         }
@@ -137,13 +141,19 @@ impl PointCloud {
         let mut cols = 3;
         if with_normals {
             if self.normals.is_none() {
-                return Err(Error::invalid("point cloud", "normals were asked for but the cloud has none"));
+                return Err(Error::invalid(
+                    "point cloud",
+                    "normals were asked for but the cloud has none",
+                ));
             }
             cols += 3;
         }
         if with_colors {
             if self.colors.is_none() {
-                return Err(Error::invalid("point cloud", "colors were asked for but the cloud has none"));
+                return Err(Error::invalid(
+                    "point cloud",
+                    "colors were asked for but the cloud has none",
+                ));
             }
             cols += 3;
         }
@@ -220,7 +230,11 @@ pub fn load_point_cloud(path: &Path) -> Result<PointCloud> {
         "ply" => parse_ply(&bytes, &name),
         "pcd" => parse_pcd(&bytes, &name),
         "xyz" | "txt" | "csv" | "pts" => parse_xyz(&bytes, &name),
-        _ => Err(Error::decode(name, "point cloud", format!("unknown extension `{ext}` (expected ply, pcd, xyz, txt, csv)"))),
+        _ => Err(Error::decode(
+            name,
+            "point cloud",
+            format!("unknown extension `{ext}` (expected ply, pcd, xyz, txt, csv)"),
+        )),
     }
 }
 
@@ -265,7 +279,11 @@ impl Scalar {
             ($t:ty, $n:expr) => {{
                 let mut a = [0u8; $n];
                 a.copy_from_slice(&b[..$n]);
-                (if big { <$t>::from_be_bytes(a) } else { <$t>::from_le_bytes(a) }) as f64
+                (if big {
+                    <$t>::from_be_bytes(a)
+                } else {
+                    <$t>::from_le_bytes(a)
+                }) as f64
             }};
         }
         match self {
@@ -296,7 +314,12 @@ struct PlyElement {
 }
 
 /// Finds the byte after the header's `end_header` line.
-fn split_header<'a>(bytes: &'a [u8], end: &str, name: &str, what: &'static str) -> Result<(&'a str, usize)> {
+fn split_header<'a>(
+    bytes: &'a [u8],
+    end: &str,
+    name: &str,
+    what: &'static str,
+) -> Result<(&'a str, usize)> {
     let limit = bytes.len().min(1 << 16);
     let text = String::from_utf8_lossy(&bytes[..limit]);
     let mut off = 0;
@@ -308,7 +331,11 @@ fn split_header<'a>(bytes: &'a [u8], end: &str, name: &str, what: &'static str) 
             return Ok((header, off));
         }
     }
-    Err(Error::decode(name, what, format!("no `{end}` line in the first {limit} bytes")))
+    Err(Error::decode(
+        name,
+        what,
+        format!("no `{end}` line in the first {limit} bytes"),
+    ))
 }
 
 fn parse_ply(bytes: &[u8], name: &str) -> Result<PointCloud> {
@@ -337,20 +364,31 @@ fn parse_ply(bytes: &[u8], name: &str) -> Result<PointCloud> {
                 };
                 let count: usize = c.parse().map_err(|_| lerr("bad element count"))?;
                 if count > MAX_POINTS {
-                    return Err(lerr(&format!("{count} elements exceeds the limit of {MAX_POINTS}")));
+                    return Err(lerr(&format!(
+                        "{count} elements exceeds the limit of {MAX_POINTS}"
+                    )));
                 }
-                elements.push(PlyElement { name: n.to_string(), count, props: Vec::new() });
+                elements.push(PlyElement {
+                    name: n.to_string(),
+                    count,
+                    props: Vec::new(),
+                });
             }
             Some("property") => {
-                let el = elements.last_mut().ok_or_else(|| lerr("property before any element"))?;
+                let el = elements
+                    .last_mut()
+                    .ok_or_else(|| lerr("property before any element"))?;
                 if toks.get(1) == Some(&"list") {
-                    let (Some(c), Some(t), Some(n)) = (toks.get(2), toks.get(3), toks.get(4)) else {
+                    let (Some(c), Some(t), Some(n)) = (toks.get(2), toks.get(3), toks.get(4))
+                    else {
                         return Err(lerr("expected `property list COUNT_TYPE TYPE NAME`"));
                     };
                     el.props.push(PlyProp {
                         name: n.to_string(),
                         ty: Scalar::ply(t).ok_or_else(|| lerr(&format!("unknown type {t}")))?,
-                        list_count: Some(Scalar::ply(c).ok_or_else(|| lerr(&format!("unknown type {c}")))?),
+                        list_count: Some(
+                            Scalar::ply(c).ok_or_else(|| lerr(&format!("unknown type {c}")))?,
+                        ),
                     });
                 } else {
                     let (Some(t), Some(n)) = (toks.get(1), toks.get(2)) else {
@@ -372,12 +410,20 @@ fn parse_ply(bytes: &[u8], name: &str) -> Result<PointCloud> {
     let mut rows: Vec<Vec<f64>> = Vec::new();
     let mut vertex_props: Vec<String> = Vec::new();
     if format == 0 {
-        let text = std::str::from_utf8(body).map_err(|e| err(format!("body is not text at byte {}", body_start + e.valid_up_to())))?;
+        let text = std::str::from_utf8(body).map_err(|e| {
+            err(format!(
+                "body is not text at byte {}",
+                body_start + e.valid_up_to()
+            ))
+        })?;
         let mut lines = text.lines().filter(|l| !l.trim().is_empty());
         for el in &elements {
             for i in 0..el.count {
                 let line = lines.next().ok_or_else(|| {
-                    err(format!("element `{}` declares {} rows but the file ends after {i}", el.name, el.count))
+                    err(format!(
+                        "element `{}` declares {} rows but the file ends after {i}",
+                        el.name, el.count
+                    ))
                 })?;
                 if el.name == "vertex" {
                     let vals: Vec<f64> = line
@@ -387,7 +433,11 @@ fn parse_ply(bytes: &[u8], name: &str) -> Result<PointCloud> {
                         .collect::<std::result::Result<_, _>>()
                         .map_err(|_| err(format!("vertex {i}: not a number in `{line}`")))?;
                     if vals.len() < el.props.len() {
-                        return Err(err(format!("vertex {i}: {} values, expected {}", vals.len(), el.props.len())));
+                        return Err(err(format!(
+                            "vertex {i}: {} values, expected {}",
+                            vals.len(),
+                            el.props.len()
+                        )));
                     }
                     rows.push(vals);
                 }
@@ -439,7 +489,8 @@ fn parse_ply(bytes: &[u8], name: &str) -> Result<PointCloud> {
         }
     }
     cloud_from_rows(&rows, &vertex_props, name, "PLY", |p| match p {
-        "red" | "green" | "blue" | "r" | "g" | "b" | "diffuse_red" | "diffuse_green" | "diffuse_blue" => 255.0,
+        "red" | "green" | "blue" | "r" | "g" | "b" | "diffuse_red" | "diffuse_green"
+        | "diffuse_blue" => 255.0,
         _ => 1.0,
     })
 }
@@ -455,20 +506,34 @@ fn cloud_from_rows(
 ) -> Result<PointCloud> {
     let find = |names: &[&str]| names.iter().find_map(|n| cols.iter().position(|c| c == n));
     let (Some(x), Some(y), Some(z)) = (find(&["x"]), find(&["y"]), find(&["z"])) else {
-        return Err(Error::decode(name, what, format!("no x/y/z columns (found {})", cols.join(", "))));
+        return Err(Error::decode(
+            name,
+            what,
+            format!("no x/y/z columns (found {})", cols.join(", ")),
+        ));
     };
     if rows.is_empty() {
         return Err(Error::decode(name, what, "no points"));
     }
     let tri = |a: usize, b: usize, c: usize, s: [f64; 3]| -> Vec<[f32; 3]> {
         rows.iter()
-            .map(|r| [(r[a] / s[0]) as f32, (r[b] / s[1]) as f32, (r[c] / s[2]) as f32])
+            .map(|r| {
+                [
+                    (r[a] / s[0]) as f32,
+                    (r[b] / s[1]) as f32,
+                    (r[c] / s[2]) as f32,
+                ]
+            })
             .collect()
     };
     let points = tri(x, y, z, [1.0; 3]);
     for (i, p) in points.iter().enumerate() {
         if p.iter().any(|v| !v.is_finite()) {
-            return Err(Error::decode(name, what, format!("point {i} has a non-finite coordinate {p:?}")));
+            return Err(Error::decode(
+                name,
+                what,
+                format!("point {i} has a non-finite coordinate {p:?}"),
+            ));
         }
     }
     let normals = match (find(&["nx"]), find(&["ny"]), find(&["nz"])) {
@@ -481,12 +546,20 @@ fn cloud_from_rows(
         find(&["blue", "b", "diffuse_blue"]),
     ) {
         (Some(a), Some(b), Some(c)) => {
-            let s = [color_scale(&cols[a]), color_scale(&cols[b]), color_scale(&cols[c])];
+            let s = [
+                color_scale(&cols[a]),
+                color_scale(&cols[b]),
+                color_scale(&cols[c]),
+            ];
             Some(tri(a, b, c, s))
         }
         _ => None,
     };
-    Ok(PointCloud { points, normals, colors })
+    Ok(PointCloud {
+        points,
+        normals,
+        colors,
+    })
 }
 
 fn parse_pcd(bytes: &[u8], name: &str) -> Result<PointCloud> {
@@ -503,14 +576,28 @@ fn parse_pcd(bytes: &[u8], name: &str) -> Result<PointCloud> {
         match toks.first().copied() {
             Some("FIELDS") => fields = toks[1..].iter().map(|s| s.to_string()).collect(),
             Some("SIZE") => {
-                sizes = toks[1..].iter().map(|s| s.parse().map_err(|_| err(format!("bad SIZE `{line}`")))).collect::<Result<_>>()?
+                sizes = toks[1..]
+                    .iter()
+                    .map(|s| s.parse().map_err(|_| err(format!("bad SIZE `{line}`"))))
+                    .collect::<Result<_>>()?
             }
-            Some("TYPE") => types = toks[1..].iter().map(|s| s.chars().next().unwrap_or('?')).collect(),
+            Some("TYPE") => {
+                types = toks[1..]
+                    .iter()
+                    .map(|s| s.chars().next().unwrap_or('?'))
+                    .collect()
+            }
             Some("COUNT") => {
-                counts = toks[1..].iter().map(|s| s.parse().map_err(|_| err(format!("bad COUNT `{line}`")))).collect::<Result<_>>()?
+                counts = toks[1..]
+                    .iter()
+                    .map(|s| s.parse().map_err(|_| err(format!("bad COUNT `{line}`"))))
+                    .collect::<Result<_>>()?
             }
             Some("POINTS") => {
-                let n: usize = toks.get(1).and_then(|s| s.parse().ok()).ok_or_else(|| err(format!("bad POINTS `{line}`")))?;
+                let n: usize = toks
+                    .get(1)
+                    .and_then(|s| s.parse().ok())
+                    .ok_or_else(|| err(format!("bad POINTS `{line}`")))?;
                 if n > MAX_POINTS {
                     return Err(err(format!("{n} points exceeds the limit of {MAX_POINTS}")));
                 }
@@ -524,7 +611,11 @@ fn parse_pcd(bytes: &[u8], name: &str) -> Result<PointCloud> {
     if counts.is_empty() {
         counts = vec![1; fields.len()];
     }
-    if fields.is_empty() || sizes.len() != fields.len() || types.len() != fields.len() || counts.len() != fields.len() {
+    if fields.is_empty()
+        || sizes.len() != fields.len()
+        || types.len() != fields.len()
+        || counts.len() != fields.len()
+    {
         return Err(err(format!(
             "FIELDS/SIZE/TYPE/COUNT disagree ({}/{}/{}/{})",
             fields.len(),
@@ -544,7 +635,12 @@ fn parse_pcd(bytes: &[u8], name: &str) -> Result<PointCloud> {
             ('I', 1) => Scalar::I8,
             ('I', 2) => Scalar::I16,
             ('I', 4) => Scalar::I32,
-            (t, s) => return Err(err(format!("field `{}` has unsupported type {t}{s}", fields[i]))),
+            (t, s) => {
+                return Err(err(format!(
+                    "field `{}` has unsupported type {t}{s}",
+                    fields[i]
+                )));
+            }
         });
     }
     // Expanded column names (a field with COUNT > 1 yields several columns).
@@ -552,7 +648,11 @@ fn parse_pcd(bytes: &[u8], name: &str) -> Result<PointCloud> {
     let mut col_ty = Vec::new();
     for i in 0..fields.len() {
         for k in 0..counts[i] {
-            cols.push(if counts[i] == 1 { fields[i].clone() } else { format!("{}_{k}", fields[i]) });
+            cols.push(if counts[i] == 1 {
+                fields[i].clone()
+            } else {
+                format!("{}_{k}", fields[i])
+            });
             col_ty.push(scalars[i]);
         }
     }
@@ -562,25 +662,37 @@ fn parse_pcd(bytes: &[u8], name: &str) -> Result<PointCloud> {
     let mut rows: Vec<Vec<f64>> = Vec::with_capacity(n.min(body.len() / point_size.max(1) + 1));
     match data {
         "ascii" => {
-            let text = std::str::from_utf8(body).map_err(|_| err("ASCII body is not text".into()))?;
+            let text =
+                std::str::from_utf8(body).map_err(|_| err("ASCII body is not text".into()))?;
             let mut lines = text.lines().filter(|l| !l.trim().is_empty());
             for i in 0..n {
-                let line = lines.next().ok_or_else(|| err(format!("declares {n} points but the data has {i}")))?;
+                let line = lines
+                    .next()
+                    .ok_or_else(|| err(format!("declares {n} points but the data has {i}")))?;
                 let vals: Vec<f64> = line
                     .split_whitespace()
                     .map(|t| t.parse::<f64>())
                     .collect::<std::result::Result<_, _>>()
                     .map_err(|_| err(format!("point {i}: not a number in `{line}`")))?;
                 if vals.len() < cols.len() {
-                    return Err(err(format!("point {i}: {} values, expected {}", vals.len(), cols.len())));
+                    return Err(err(format!(
+                        "point {i}: {} values, expected {}",
+                        vals.len(),
+                        cols.len()
+                    )));
                 }
                 rows.push(vals);
             }
         }
         "binary" => {
-            let need = n.checked_mul(point_size).ok_or_else(|| err("size overflow".into()))?;
+            let need = n
+                .checked_mul(point_size)
+                .ok_or_else(|| err("size overflow".into()))?;
             if body.len() < need {
-                return Err(err(format!("declares {n} points ({need} bytes) but the data has {} bytes", body.len())));
+                return Err(err(format!(
+                    "declares {n} points ({need} bytes) but the data has {} bytes",
+                    body.len()
+                )));
             }
             for i in 0..n {
                 let mut off = i * point_size;
@@ -602,11 +714,17 @@ fn parse_pcd(bytes: &[u8], name: &str) -> Result<PointCloud> {
             }
             let csize = u32::from_le_bytes(body[0..4].try_into().unwrap()) as usize;
             let usize_ = u32::from_le_bytes(body[4..8].try_into().unwrap()) as usize;
-            let need = n.checked_mul(point_size).ok_or_else(|| err("size overflow".into()))?;
+            let need = n
+                .checked_mul(point_size)
+                .ok_or_else(|| err("size overflow".into()))?;
             if usize_ != need {
-                return Err(err(format!("uncompressed size {usize_} but {n} points need {need}")));
+                return Err(err(format!(
+                    "uncompressed size {usize_} but {n} points need {need}"
+                )));
             }
-            let comp = body.get(8..8 + csize).ok_or_else(|| err("compressed data truncated".into()))?;
+            let comp = body
+                .get(8..8 + csize)
+                .ok_or_else(|| err("compressed data truncated".into()))?;
             let raw = lzf_decompress(comp, usize_).map_err(|m| err(format!("LZF: {m}")))?;
             // Column-major (structure of arrays) layout.
             let mut col_off = Vec::new();
@@ -616,7 +734,13 @@ fn parse_pcd(bytes: &[u8], name: &str) -> Result<PointCloud> {
                 o += t.size() * n;
             }
             for i in 0..n {
-                rows.push(col_ty.iter().zip(&col_off).map(|(t, &co)| t.read(&raw[co + i * t.size()..], false)).collect());
+                rows.push(
+                    col_ty
+                        .iter()
+                        .zip(&col_off)
+                        .map(|(t, &co)| t.read(&raw[co + i * t.size()..], false))
+                        .collect(),
+                );
             }
         }
         other => return Err(err(format!("unknown DATA `{other}`"))),
@@ -625,11 +749,25 @@ fn parse_pcd(bytes: &[u8], name: &str) -> Result<PointCloud> {
     if let Some(c) = rgb_col {
         cols.extend(["red".to_string(), "green".to_string(), "blue".to_string()]);
         for r in rows.iter_mut() {
-            let bits = if col_ty[c] == Scalar::F32 { (r[c] as f32).to_bits() } else { r[c] as u32 };
-            r.extend([((bits >> 16) & 255) as f64, ((bits >> 8) & 255) as f64, (bits & 255) as f64]);
+            let bits = if col_ty[c] == Scalar::F32 {
+                (r[c] as f32).to_bits()
+            } else {
+                r[c] as u32
+            };
+            r.extend([
+                ((bits >> 16) & 255) as f64,
+                ((bits >> 8) & 255) as f64,
+                (bits & 255) as f64,
+            ]);
         }
     }
-    cloud_from_rows(&rows, &cols, name, "PCD", |c| if ["red", "green", "blue"].contains(&c) { 255.0 } else { 1.0 })
+    cloud_from_rows(&rows, &cols, name, "PCD", |c| {
+        if ["red", "green", "blue"].contains(&c) {
+            255.0
+        } else {
+            1.0
+        }
+    })
 }
 
 /// LZF decompression (the PCL `binary_compressed` codec). No maintained
@@ -670,14 +808,18 @@ fn lzf_decompress(input: &[u8], out_len: usize) -> std::result::Result<Vec<u8>, 
         }
     }
     if out.len() != out_len {
-        return Err(format!("decompressed {} bytes, expected {out_len}", out.len()));
+        return Err(format!(
+            "decompressed {} bytes, expected {out_len}",
+            out.len()
+        ));
     }
     Ok(out)
 }
 
 fn parse_xyz(bytes: &[u8], name: &str) -> Result<PointCloud> {
     let err = |m: String| Error::decode(name, "XYZ/CSV point cloud", m);
-    let text = std::str::from_utf8(bytes).map_err(|e| err(format!("not UTF-8 at byte {}", e.valid_up_to())))?;
+    let text = std::str::from_utf8(bytes)
+        .map_err(|e| err(format!("not UTF-8 at byte {}", e.valid_up_to())))?;
     let mut cols: Option<Vec<String>> = None;
     let mut rows = Vec::new();
     for (ln, line) in text.lines().enumerate() {
@@ -685,8 +827,12 @@ fn parse_xyz(bytes: &[u8], name: &str) -> Result<PointCloud> {
         if line.is_empty() || line.starts_with('#') || line.starts_with("//") {
             continue;
         }
-        let toks: Vec<&str> = line.split(|c: char| c == ',' || c == ';' || c.is_whitespace()).filter(|t| !t.is_empty()).collect();
-        let parsed: std::result::Result<Vec<f64>, _> = toks.iter().map(|t| t.parse::<f64>()).collect();
+        let toks: Vec<&str> = line
+            .split(|c: char| c == ',' || c == ';' || c.is_whitespace())
+            .filter(|t| !t.is_empty())
+            .collect();
+        let parsed: std::result::Result<Vec<f64>, _> =
+            toks.iter().map(|t| t.parse::<f64>()).collect();
         match parsed {
             Ok(v) => {
                 let c = cols.get_or_insert_with(|| {
@@ -700,16 +846,31 @@ fn parse_xyz(bytes: &[u8], name: &str) -> Result<PointCloud> {
                         n.extend(["red", "green", "blue"].iter().map(|s| s.to_string()));
                         n
                     } else {
-                        (0..v.len()).map(|i| base.get(i).map(|s| s.to_string()).unwrap_or(format!("c{i}"))).collect()
+                        (0..v.len())
+                            .map(|i| {
+                                base.get(i)
+                                    .map(|s| s.to_string())
+                                    .unwrap_or(format!("c{i}"))
+                            })
+                            .collect()
                     }
                 });
                 if v.len() < c.len() {
-                    return Err(err(format!("line {}: {} values, expected {}", ln + 1, v.len(), c.len())));
+                    return Err(err(format!(
+                        "line {}: {} values, expected {}",
+                        ln + 1,
+                        v.len(),
+                        c.len()
+                    )));
                 }
                 rows.push(v);
             }
             Err(_) if cols.is_none() && rows.is_empty() => {
-                cols = Some(toks.iter().map(|t| t.trim_matches('"').to_ascii_lowercase()).collect());
+                cols = Some(
+                    toks.iter()
+                        .map(|t| t.trim_matches('"').to_ascii_lowercase())
+                        .collect(),
+                );
             }
             Err(_) => return Err(err(format!("line {}: not a number in `{line}`", ln + 1))),
         }
@@ -719,11 +880,20 @@ fn parse_xyz(bytes: &[u8], name: &str) -> Result<PointCloud> {
     let color_max = rows
         .iter()
         .flat_map(|r| {
-            cols.iter().enumerate().filter(|(_, c)| ["red", "green", "blue", "r", "g", "b"].contains(&c.as_str())).map(move |(i, _)| r[i])
+            cols.iter()
+                .enumerate()
+                .filter(|(_, c)| ["red", "green", "blue", "r", "g", "b"].contains(&c.as_str()))
+                .map(move |(i, _)| r[i])
         })
         .fold(0f64, f64::max);
     let scale = if color_max > 1.0 { 255.0 } else { 1.0 };
-    cloud_from_rows(&rows, &cols, name, "XYZ/CSV point cloud", |c| if ["red", "green", "blue", "r", "g", "b"].contains(&c) { scale } else { 1.0 })
+    cloud_from_rows(&rows, &cols, name, "XYZ/CSV point cloud", |c| {
+        if ["red", "green", "blue", "r", "g", "b"].contains(&c) {
+            scale
+        } else {
+            1.0
+        }
+    })
 }
 
 #[cfg(test)]
@@ -739,7 +909,11 @@ mod tests {
                 }
             }
         }
-        PointCloud { points: pts, normals: None, colors: None }
+        PointCloud {
+            points: pts,
+            normals: None,
+            colors: None,
+        }
     }
 
     #[test]
@@ -767,7 +941,10 @@ mod tests {
     fn ply_with_fewer_points_than_declared_is_an_error() {
         let bin = b"ply\nformat binary_little_endian 1.0\nelement vertex 1000\nproperty float x\nproperty float y\nproperty float z\nend_header\n\0\0\0\0\0\0\0\0\0\0\0\0";
         let e = parse_ply(bin, "short.ply").unwrap_err().to_string();
-        assert!(e.contains("short.ply") && e.contains("1000") && e.contains("row 1"), "{e}");
+        assert!(
+            e.contains("short.ply") && e.contains("1000") && e.contains("row 1"),
+            "{e}"
+        );
         let ascii = b"ply\nformat ascii 1.0\nelement vertex 3\nproperty float x\nproperty float y\nproperty float z\nend_header\n1 2 3\n";
         let e = parse_ply(ascii, "s.ply").unwrap_err().to_string();
         assert!(e.contains("ends after 1"), "{e}");
@@ -775,8 +952,16 @@ mod tests {
 
     #[test]
     fn pcd_ascii_binary_compressed() {
-        let hdr = |data: &str| format!("# .PCD v0.7\nVERSION 0.7\nFIELDS x y z\nSIZE 4 4 4\nTYPE F F F\nCOUNT 1 1 1\nWIDTH 2\nHEIGHT 1\nVIEWPOINT 0 0 0 1 0 0 0\nPOINTS 2\nDATA {data}\n");
-        let a = parse_pcd(format!("{}1 2 3\n4 5 6\n", hdr("ascii")).as_bytes(), "a.pcd").unwrap();
+        let hdr = |data: &str| {
+            format!(
+                "# .PCD v0.7\nVERSION 0.7\nFIELDS x y z\nSIZE 4 4 4\nTYPE F F F\nCOUNT 1 1 1\nWIDTH 2\nHEIGHT 1\nVIEWPOINT 0 0 0 1 0 0 0\nPOINTS 2\nDATA {data}\n"
+            )
+        };
+        let a = parse_pcd(
+            format!("{}1 2 3\n4 5 6\n", hdr("ascii")).as_bytes(),
+            "a.pcd",
+        )
+        .unwrap();
         let mut b = hdr("binary").into_bytes();
         for v in [1f32, 2., 3., 4., 5., 6.] {
             b.extend(v.to_le_bytes());
@@ -798,9 +983,15 @@ mod tests {
 
     #[test]
     fn xyz_with_header_and_colors() {
-        let c = parse_xyz(b"x,y,z,red,green,blue\n0,0,0,255,0,0\n1,1,1,0,0,255\n", "p.csv").unwrap();
+        let c = parse_xyz(
+            b"x,y,z,red,green,blue\n0,0,0,255,0,0\n1,1,1,0,0,255\n",
+            "p.csv",
+        )
+        .unwrap();
         assert_eq!(c.colors.unwrap()[1], [0., 0., 1.]);
-        let e = parse_xyz(b"1 2 3\n1 2 nan_\n", "p.xyz").unwrap_err().to_string();
+        let e = parse_xyz(b"1 2 3\n1 2 nan_\n", "p.xyz")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("line 2"), "{e}");
     }
 
@@ -809,7 +1000,11 @@ mod tests {
         let mut c = cube();
         c.center();
         c.scale_to_unit_sphere();
-        let r = c.points.iter().map(|p| (p[0] * p[0] + p[1] * p[1] + p[2] * p[2]).sqrt()).fold(0f32, f32::max);
+        let r = c
+            .points
+            .iter()
+            .map(|p| (p[0] * p[0] + p[1] * p[1] + p[2] * p[2]).sqrt())
+            .fold(0f32, f32::max);
         assert!((r - 1.0).abs() < 1e-6);
         let fps = c.sample_indices(8, Sampling::Farthest, 3).unwrap();
         // The second pick is a point farthest from the first, and FPS spreads
@@ -837,8 +1032,16 @@ mod tests {
         s.sort();
         s.dedup();
         assert_eq!(s.len(), 10);
-        assert_eq!(c.sample_indices(200, Sampling::Random, 1).unwrap().len(), 200);
-        let t = PointCloudConfig { num_points: 16, ..Default::default() }.apply(&cube(), 0).unwrap();
+        assert_eq!(
+            c.sample_indices(200, Sampling::Random, 1).unwrap().len(),
+            200
+        );
+        let t = PointCloudConfig {
+            num_points: 16,
+            ..Default::default()
+        }
+        .apply(&cube(), 0)
+        .unwrap();
         assert_eq!(t.dims(), &[16, 3]);
     }
 }

@@ -75,14 +75,22 @@ impl TimeSeries {
             return Err(Error::invalid("sensor rate", format!("{rate} Hz")));
         }
         if self.len() < 2 {
-            return Err(Error::invalid("sensor stream", "need at least two samples to resample"));
+            return Err(Error::invalid(
+                "sensor stream",
+                "need at least two samples to resample",
+            ));
         }
         if let Some(g) = max_gap {
             for w in self.timestamps.windows(2).enumerate() {
                 if w.1[1] - w.1[0] > g {
                     return Err(Error::invalid(
                         "sensor stream",
-                        format!("gap of {:.3} s after row {} (t = {}) exceeds max_gap {g} s", w.1[1] - w.1[0], w.0 + 1, w.1[0]),
+                        format!(
+                            "gap of {:.3} s after row {} (t = {}) exceeds max_gap {g} s",
+                            w.1[1] - w.1[0],
+                            w.0 + 1,
+                            w.1[0]
+                        ),
                     ));
                 }
             }
@@ -108,7 +116,11 @@ impl TimeSeries {
             }
             ts.push(t);
         }
-        Ok(TimeSeries { timestamps: ts, channels: self.channels.clone(), values: vals })
+        Ok(TimeSeries {
+            timestamps: ts,
+            channels: self.channels.clone(),
+            values: vals,
+        })
     }
 
     /// Per-channel mean and standard deviation (population).
@@ -147,7 +159,10 @@ impl TimeSeries {
         };
         let c = self.num_channels();
         if mean.len() != c || std.len() != c {
-            return Err(Error::invalid("sensor normalisation", format!("{} / {} statistics for {c} channels", mean.len(), std.len())));
+            return Err(Error::invalid(
+                "sensor normalisation",
+                format!("{} / {} statistics for {c} channels", mean.len(), std.len()),
+            ));
         }
         for row in self.values.chunks_exact_mut(c) {
             for k in 0..c {
@@ -161,10 +176,16 @@ impl TimeSeries {
     /// Cuts windows of `size` steps every `hop` steps into `[N, size, C]`.
     pub fn windows(&self, size: usize, hop: usize) -> Result<Tensor> {
         if size == 0 || hop == 0 {
-            return Err(Error::invalid("sensor window", "size and hop must be positive"));
+            return Err(Error::invalid(
+                "sensor window",
+                "size and hop must be positive",
+            ));
         }
         if self.len() < size {
-            return Err(Error::invalid("sensor window", format!("{} steps is shorter than one window of {size}", self.len())));
+            return Err(Error::invalid(
+                "sensor window",
+                format!("{} steps is shorter than one window of {size}", self.len()),
+            ));
         }
         let c = self.num_channels();
         let n = (self.len() - size) / hop + 1;
@@ -177,7 +198,11 @@ impl TimeSeries {
 
     /// `[T, C]` tensor of the values.
     pub fn to_tensor(&self) -> Result<Tensor> {
-        Ok(Tensor::from_vec(self.values.clone(), (self.len(), self.num_channels()), &Device::Cpu)?)
+        Ok(Tensor::from_vec(
+            self.values.clone(),
+            (self.len(), self.num_channels()),
+            &Device::Cpu,
+        )?)
     }
 }
 
@@ -185,26 +210,59 @@ impl TimeSeries {
 pub fn load_sensor(path: &Path, opts: &SensorReadOptions) -> Result<TimeSeries> {
     let bytes = read_limited(path, 2 << 30)?;
     let name = path.display().to_string();
-    match path.extension().and_then(|e| e.to_str()).map(|e| e.to_ascii_lowercase()).as_deref() {
+    match path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(|e| e.to_ascii_lowercase())
+        .as_deref()
+    {
         Some("npy") => parse_npy_series(&bytes, &name, opts),
         Some("csv") | Some("tsv") | Some("txt") => parse_csv_series(&bytes, &name, opts),
-        other => Err(Error::decode(name, "sensor stream", format!("unknown extension {other:?} (expected csv, tsv or npy)"))),
+        other => Err(Error::decode(
+            name,
+            "sensor stream",
+            format!("unknown extension {other:?} (expected csv, tsv or npy)"),
+        )),
     }
 }
 
 /// Parses CSV (comma, semicolon or tab separated, with a header row).
 pub fn parse_csv_series(bytes: &[u8], name: &str, opts: &SensorReadOptions) -> Result<TimeSeries> {
     let err = |m: String| Error::decode(name, "sensor CSV", m);
-    let text = std::str::from_utf8(bytes).map_err(|e| err(format!("not UTF-8 at byte {}", e.valid_up_to())))?;
-    let mut lines = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty() && !l.starts_with('#'));
-    let (_, header) = lines.next().ok_or_else(|| err("the file is empty".into()))?;
-    let sep = [',', ';', '\t'].into_iter().max_by_key(|&c| header.matches(c).count()).unwrap_or(',');
-    let cols: Vec<String> = header.split(sep).map(|s| s.trim().trim_matches('"').to_string()).collect();
+    let text = std::str::from_utf8(bytes)
+        .map_err(|e| err(format!("not UTF-8 at byte {}", e.valid_up_to())))?;
+    let mut lines = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty() && !l.starts_with('#'));
+    let (_, header) = lines
+        .next()
+        .ok_or_else(|| err("the file is empty".into()))?;
+    let sep = [',', ';', '\t']
+        .into_iter()
+        .max_by_key(|&c| header.matches(c).count())
+        .unwrap_or(',');
+    let cols: Vec<String> = header
+        .split(sep)
+        .map(|s| s.trim().trim_matches('"').to_string())
+        .collect();
     let time_idx = match &opts.time_column {
-        Some(tc) => Some(cols.iter().position(|c| c == tc).ok_or_else(|| err(format!("no time column `{tc}` (columns: {})", cols.join(", "))))?),
-        None => ["timestamp", "time", "t", "ts"].iter().find_map(|n| cols.iter().position(|c| c.eq_ignore_ascii_case(n))),
+        Some(tc) => Some(cols.iter().position(|c| c == tc).ok_or_else(|| {
+            err(format!(
+                "no time column `{tc}` (columns: {})",
+                cols.join(", ")
+            ))
+        })?),
+        None => ["timestamp", "time", "t", "ts"]
+            .iter()
+            .find_map(|n| cols.iter().position(|c| c.eq_ignore_ascii_case(n))),
     };
-    let channels: Vec<String> = cols.iter().enumerate().filter(|(i, _)| Some(*i) != time_idx).map(|(_, c)| c.clone()).collect();
+    let channels: Vec<String> = cols
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| Some(*i) != time_idx)
+        .map(|(_, c)| c.clone())
+        .collect();
     if channels.is_empty() {
         return Err(err("no data columns".into()));
     }
@@ -214,13 +272,27 @@ pub fn parse_csv_series(bytes: &[u8], name: &str, opts: &SensorReadOptions) -> R
     for (ln, line) in lines {
         let cells: Vec<&str> = line.split(sep).map(|s| s.trim()).collect();
         if cells.len() != cols.len() {
-            return Err(err(format!("line {}: {} fields, the header has {}", ln + 1, cells.len(), cols.len())));
+            return Err(err(format!(
+                "line {}: {} fields, the header has {}",
+                ln + 1,
+                cells.len(),
+                cols.len()
+            )));
         }
         for (i, cell) in cells.iter().enumerate() {
-            let v = if cell.is_empty() || cell.eq_ignore_ascii_case("nan") || cell.eq_ignore_ascii_case("na") {
+            let v = if cell.is_empty()
+                || cell.eq_ignore_ascii_case("nan")
+                || cell.eq_ignore_ascii_case("na")
+            {
                 f64::NAN
             } else {
-                cell.parse::<f64>().map_err(|_| err(format!("line {}: `{cell}` in column `{}` is not a number", ln + 1, cols[i])))?
+                cell.parse::<f64>().map_err(|_| {
+                    err(format!(
+                        "line {}: `{cell}` in column `{}` is not a number",
+                        ln + 1,
+                        cols[i]
+                    ))
+                })?
             };
             if Some(i) == time_idx {
                 if !v.is_finite() {
@@ -244,7 +316,13 @@ pub fn parse_npy_series(bytes: &[u8], name: &str, opts: &SensorReadOptions) -> R
     let (t, c) = match shape.as_slice() {
         [t] => (*t, 1),
         [t, c] => (*t, *c),
-        s => return Err(Error::decode(name, "NPY sensor stream", format!("expected [T] or [T, C], got {s:?}"))),
+        s => {
+            return Err(Error::decode(
+                name,
+                "NPY sensor stream",
+                format!("expected [T] or [T, C], got {s:?}"),
+            ));
+        }
     };
     let time_col = matches!(opts.time_column.as_deref(), Some("0"));
     let mut times = Vec::new();
@@ -283,7 +361,10 @@ fn finish_series(
         return Err(err("no rows".into()));
     }
     if times.is_empty() {
-        let rate = opts.rate.filter(|r| *r > 0.0).ok_or_else(|| err("no time column; give the sample rate".into()))?;
+        let rate = opts
+            .rate
+            .filter(|r| *r > 0.0)
+            .ok_or_else(|| err("no time column; give the sample rate".into()))?;
         times = (0..n).map(|i| i as f64 / rate).collect();
     } else if let Some(s) = opts.time_scale {
         times.iter_mut().for_each(|t| *t *= s);
@@ -300,9 +381,17 @@ fn finish_series(
                 )));
             }
             NanPolicy::DropRow => {
-                let keep: Vec<bool> = rows.chunks_exact(c).map(|r| r.iter().all(|v| v.is_finite())).collect();
+                let keep: Vec<bool> = rows
+                    .chunks_exact(c)
+                    .map(|r| r.iter().all(|v| v.is_finite()))
+                    .collect();
                 let mut k = keep.iter();
-                rows = rows.chunks_exact(c).filter(|_| *k.next().unwrap()).flatten().copied().collect();
+                rows = rows
+                    .chunks_exact(c)
+                    .filter(|_| *k.next().unwrap())
+                    .flatten()
+                    .copied()
+                    .collect();
                 let mut k = keep.iter();
                 times.retain(|_| *k.next().unwrap());
                 let mut k = keep.iter();
@@ -311,7 +400,10 @@ fn finish_series(
                     return Err(err("every row has a missing value".into()));
                 }
             }
-            NanPolicy::Zero => rows.iter_mut().filter(|v| !v.is_finite()).for_each(|v| *v = 0.0),
+            NanPolicy::Zero => rows
+                .iter_mut()
+                .filter(|v| !v.is_finite())
+                .for_each(|v| *v = 0.0),
             NanPolicy::ForwardFill => {
                 for k in 0..c {
                     let mut last = 0.0;
@@ -323,9 +415,13 @@ fn finish_series(
             }
             NanPolicy::Interpolate => {
                 for k in 0..c {
-                    let valid: Vec<usize> = (0..n).filter(|&i| rows[i * c + k].is_finite()).collect();
+                    let valid: Vec<usize> =
+                        (0..n).filter(|&i| rows[i * c + k].is_finite()).collect();
                     if valid.is_empty() {
-                        return Err(err(format!("channel `{}` has no valid value to interpolate from", channels[k])));
+                        return Err(err(format!(
+                            "channel `{}` has no valid value to interpolate from",
+                            channels[k]
+                        )));
                     }
                     for i in 0..n {
                         if rows[i * c + k].is_finite() {
@@ -335,7 +431,11 @@ fn finish_series(
                         let v = match (after.checked_sub(1).map(|a| valid[a]), valid.get(after)) {
                             (Some(a), Some(&b)) => {
                                 let (ta, tb) = (times[a], times[b]);
-                                let w = if tb > ta { (times[i] - ta) / (tb - ta) } else { 0.0 };
+                                let w = if tb > ta {
+                                    (times[i] - ta) / (tb - ta)
+                                } else {
+                                    0.0
+                                };
                                 rows[a * c + k] + (rows[b * c + k] - rows[a * c + k]) * w
                             }
                             (Some(a), None) => rows[a * c + k],
@@ -350,7 +450,12 @@ fn finish_series(
     }
     for (i, w) in times.windows(2).enumerate() {
         if w[1] <= w[0] {
-            return Err(err(format!("{unit} {}: timestamp {} does not increase (previous {})", row_ids[i + 1], w[1], w[0])));
+            return Err(err(format!(
+                "{unit} {}: timestamp {} does not increase (previous {})",
+                row_ids[i + 1],
+                w[1],
+                w[0]
+            )));
         }
     }
     Ok(TimeSeries {
@@ -373,25 +478,47 @@ pub fn read_npy(bytes: &[u8], name: &str) -> Result<(Vec<usize>, Vec<f64>)> {
         if bytes.len() < 12 {
             return Err(err("truncated header".into()));
         }
-        (u32::from_le_bytes(bytes[8..12].try_into().unwrap()) as usize, 12)
+        (
+            u32::from_le_bytes(bytes[8..12].try_into().unwrap()) as usize,
+            12,
+        )
     };
-    let header = bytes.get(hstart..hstart + hlen).ok_or_else(|| err("truncated header".into()))?;
+    let header = bytes
+        .get(hstart..hstart + hlen)
+        .ok_or_else(|| err("truncated header".into()))?;
     let header = std::str::from_utf8(header).map_err(|_| err("header is not text".into()))?;
     let field = |key: &str| -> Option<&str> {
         let i = header.find(&format!("'{key}'"))?;
-        let rest = header[i + key.len() + 2..].trim_start().strip_prefix(':')?.trim_start();
+        let rest = header[i + key.len() + 2..]
+            .trim_start()
+            .strip_prefix(':')?
+            .trim_start();
         Some(rest)
     };
-    let descr = field("descr").and_then(|r| r.strip_prefix('\'')).and_then(|r| r.split('\'').next()).ok_or_else(|| err("no descr".into()))?;
-    let fortran = field("fortran_order").map(|r| r.starts_with("True")).unwrap_or(false);
-    let shape_s = field("shape").and_then(|r| r.strip_prefix('(')).and_then(|r| r.split(')').next()).ok_or_else(|| err("no shape".into()))?;
+    let descr = field("descr")
+        .and_then(|r| r.strip_prefix('\''))
+        .and_then(|r| r.split('\'').next())
+        .ok_or_else(|| err("no descr".into()))?;
+    let fortran = field("fortran_order")
+        .map(|r| r.starts_with("True"))
+        .unwrap_or(false);
+    let shape_s = field("shape")
+        .and_then(|r| r.strip_prefix('('))
+        .and_then(|r| r.split(')').next())
+        .ok_or_else(|| err("no shape".into()))?;
     let shape: Vec<usize> = shape_s
         .split(',')
         .map(|s| s.trim())
         .filter(|s| !s.is_empty())
-        .map(|s| s.parse::<usize>().map_err(|_| err(format!("bad shape `{shape_s}`"))))
+        .map(|s| {
+            s.parse::<usize>()
+                .map_err(|_| err(format!("bad shape `{shape_s}`")))
+        })
         .collect::<Result<_>>()?;
-    let count = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).ok_or_else(|| err("shape overflows".into()))?;
+    let count = shape
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .ok_or_else(|| err("shape overflows".into()))?;
     let (big, code) = match descr.as_bytes().first() {
         Some(b'<') | Some(b'|') | Some(b'=') => (false, &descr[1..]),
         Some(b'>') => (true, &descr[1..]),
@@ -410,11 +537,19 @@ pub fn read_npy(bytes: &[u8], name: &str) -> Result<(Vec<usize>, Vec<f64>)> {
         other => return Err(err(format!("unsupported dtype `{other}`"))),
     };
     let data = &bytes[hstart + hlen..];
-    let need = count.checked_mul(ty.size()).ok_or_else(|| err("size overflows".into()))?;
+    let need = count
+        .checked_mul(ty.size())
+        .ok_or_else(|| err("size overflows".into()))?;
     if data.len() < need {
-        return Err(err(format!("shape {shape:?} needs {need} data bytes, the file has {}", data.len())));
+        return Err(err(format!(
+            "shape {shape:?} needs {need} data bytes, the file has {}",
+            data.len()
+        )));
     }
-    let mut vals: Vec<f64> = data[..need].chunks_exact(ty.size()).map(|b| ty.read(b, big)).collect();
+    let mut vals: Vec<f64> = data[..need]
+        .chunks_exact(ty.size())
+        .map(|b| ty.read(b, big))
+        .collect();
     if fortran && shape.len() == 2 {
         let (r, c) = (shape[0], shape[1]);
         let mut t = vec![0f64; vals.len()];
@@ -455,7 +590,11 @@ impl Scalar {
         macro_rules! rd {
             ($t:ty, $n:expr) => {{
                 let a: [u8; $n] = b[..$n].try_into().unwrap();
-                (if big { <$t>::from_be_bytes(a) } else { <$t>::from_le_bytes(a) }) as f64
+                (if big {
+                    <$t>::from_be_bytes(a)
+                } else {
+                    <$t>::from_le_bytes(a)
+                }) as f64
             }};
         }
         match self {
@@ -474,8 +613,16 @@ impl Scalar {
 
 /// Writes a `[T, C]` f32 `.npy` (little endian, C order).
 pub fn npy_bytes_f32(shape: &[usize], values: &[f32]) -> Vec<u8> {
-    let dims = shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ");
-    let dims = if shape.len() == 1 { format!("{dims},") } else { dims };
+    let dims = shape
+        .iter()
+        .map(|d| d.to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let dims = if shape.len() == 1 {
+        format!("{dims},")
+    } else {
+        dims
+    };
     let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({dims}), }}");
     while (10 + header.len() + 1) % 64 != 0 {
         header.push(' ');
@@ -498,31 +645,60 @@ mod tests {
 
     #[test]
     fn nan_is_rejected_by_default_with_the_line() {
-        let e = parse_csv_series(CSV.as_bytes(), "radar.csv", &SensorReadOptions::default()).unwrap_err().to_string();
-        assert!(e.contains("radar.csv") && e.contains("line 4") && e.contains("`range`"), "{e}");
+        let e = parse_csv_series(CSV.as_bytes(), "radar.csv", &SensorReadOptions::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("radar.csv") && e.contains("line 4") && e.contains("`range`"),
+            "{e}"
+        );
     }
 
     #[test]
     fn nan_policies() {
-        let mut o = SensorReadOptions { nan_policy: NanPolicy::Interpolate, ..Default::default() };
+        let mut o = SensorReadOptions {
+            nan_policy: NanPolicy::Interpolate,
+            ..Default::default()
+        };
         let s = parse_csv_series(CSV.as_bytes(), "r.csv", &o).unwrap();
         assert!((s.values[4] - 3.0).abs() < 1e-6);
         o.nan_policy = NanPolicy::DropRow;
-        assert_eq!(parse_csv_series(CSV.as_bytes(), "r.csv", &o).unwrap().len(), 3);
+        assert_eq!(
+            parse_csv_series(CSV.as_bytes(), "r.csv", &o).unwrap().len(),
+            3
+        );
         o.nan_policy = NanPolicy::ForwardFill;
-        assert_eq!(parse_csv_series(CSV.as_bytes(), "r.csv", &o).unwrap().values[4], 2.0);
+        assert_eq!(
+            parse_csv_series(CSV.as_bytes(), "r.csv", &o)
+                .unwrap()
+                .values[4],
+            2.0
+        );
         o.nan_policy = NanPolicy::Zero;
-        assert_eq!(parse_csv_series(CSV.as_bytes(), "r.csv", &o).unwrap().values[4], 0.0);
+        assert_eq!(
+            parse_csv_series(CSV.as_bytes(), "r.csv", &o)
+                .unwrap()
+                .values[4],
+            0.0
+        );
     }
 
     #[test]
     fn resample_window_normalise() {
-        let o = SensorReadOptions { nan_policy: NanPolicy::Interpolate, ..Default::default() };
+        let o = SensorReadOptions {
+            nan_policy: NanPolicy::Interpolate,
+            ..Default::default()
+        };
         let s = parse_csv_series(CSV.as_bytes(), "r.csv", &o).unwrap();
         let r = s.resample(20.0, Some(0.5)).unwrap();
         assert_eq!(r.len(), 7);
         assert!((r.values[2] - 1.5).abs() < 1e-5, "{:?}", r.values);
-        assert!(s.resample(20.0, Some(0.05)).unwrap_err().to_string().contains("gap"));
+        assert!(
+            s.resample(20.0, Some(0.05))
+                .unwrap_err()
+                .to_string()
+                .contains("gap")
+        );
         let w = r.windows(4, 2).unwrap();
         assert_eq!(w.dims(), &[2, 4, 2]);
         let mut n = r.clone();
@@ -534,19 +710,35 @@ mod tests {
     #[test]
     fn npy_round_trip_and_errors() {
         let b = npy_bytes_f32(&[3, 2], &[0.0, 1.0, 0.5, 2.0, 1.0, 3.0]);
-        let o = SensorReadOptions { time_column: Some("0".into()), ..Default::default() };
+        let o = SensorReadOptions {
+            time_column: Some("0".into()),
+            ..Default::default()
+        };
         let s = parse_npy_series(&b, "x.npy", &o).unwrap();
         assert_eq!(s.timestamps, vec![0.0, 0.5, 1.0]);
         assert_eq!(s.values, vec![1.0, 2.0, 3.0]);
-        let e = parse_npy_series(&b[..b.len() - 3], "x.npy", &o).unwrap_err().to_string();
+        let e = parse_npy_series(&b[..b.len() - 3], "x.npy", &o)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("x.npy") && e.contains("data bytes"), "{e}");
         let o = SensorReadOptions::default();
-        assert!(parse_npy_series(&b, "x.npy", &o).unwrap_err().to_string().contains("sample rate"));
+        assert!(
+            parse_npy_series(&b, "x.npy", &o)
+                .unwrap_err()
+                .to_string()
+                .contains("sample rate")
+        );
     }
 
     #[test]
     fn decreasing_time_is_an_error() {
-        let e = parse_csv_series(b"t,a\n0,1\n1,2\n0.5,3\n", "d.csv", &SensorReadOptions::default()).unwrap_err().to_string();
+        let e = parse_csv_series(
+            b"t,a\n0,1\n1,2\n0.5,3\n",
+            "d.csv",
+            &SensorReadOptions::default(),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("line 4"), "{e}");
     }
 }

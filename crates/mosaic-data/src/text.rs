@@ -255,6 +255,8 @@ impl TextTokenizer {
 
     /// Decodes a batch of id sequences.
     pub fn decode_batch(&self, ids: &[Vec<u32>], skip_special_tokens: bool) -> Result<Vec<String>> {
-        ids.iter().map(|s| self.decode(s, skip_special_tokens)).collect()
+        ids.iter()
+            .map(|s| self.decode(s, skip_special_tokens))
+            .collect()
     }
 }

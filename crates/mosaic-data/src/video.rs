@@ -79,22 +79,41 @@ pub struct VideoInfo {
 }
 
 fn ffmpeg_program(name: &str) -> String {
-    std::env::var(format!("MOSAIC_{}", name.to_ascii_uppercase())).unwrap_or_else(|_| name.to_string())
+    std::env::var(format!("MOSAIC_{}", name.to_ascii_uppercase()))
+        .unwrap_or_else(|_| name.to_string())
 }
 
 fn run(cmd: &mut Command, program: &str, input: &Path) -> Result<Vec<u8>> {
-    let out = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).output().map_err(|e| Error::External {
-        program: program.to_string(),
-        message: if e.kind() == std::io::ErrorKind::NotFound {
-            format!("not found (needed to read {}; install the `ffmpeg` package)", input.display())
-        } else {
-            e.to_string()
-        },
-    })?;
+    let out = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .map_err(|e| Error::External {
+            program: program.to_string(),
+            message: if e.kind() == std::io::ErrorKind::NotFound {
+                format!(
+                    "not found (needed to read {}; install the `ffmpeg` package)",
+                    input.display()
+                )
+            } else {
+                e.to_string()
+            },
+        })?;
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr);
-        let last = err.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("failed").trim().to_string();
-        return Err(Error::decode(input.display().to_string(), "video", format!("{program}: {last}")));
+        let last = err
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("failed")
+            .trim()
+            .to_string();
+        return Err(Error::decode(
+            input.display().to_string(),
+            "video",
+            format!("{program}: {last}"),
+        ));
     }
     Ok(out.stdout)
 }
@@ -102,22 +121,46 @@ fn run(cmd: &mut Command, program: &str, input: &Path) -> Result<Vec<u8>> {
 /// Probes a video file with ffprobe.
 pub fn probe(path: &Path) -> Result<VideoInfo> {
     if !path.is_file() {
-        return Err(Error::io(path, std::io::Error::new(std::io::ErrorKind::NotFound, "no such file")));
+        return Err(Error::io(
+            path,
+            std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
+        ));
     }
     let prog = ffmpeg_program("ffprobe");
     let out = run(
-        Command::new(&prog).args(["-v", "error", "-print_format", "json", "-show_streams", "-show_format"]).arg(path),
+        Command::new(&prog)
+            .args([
+                "-v",
+                "error",
+                "-print_format",
+                "json",
+                "-show_streams",
+                "-show_format",
+            ])
+            .arg(path),
         &prog,
         path,
     )?;
-    let v: serde_json::Value = serde_json::from_slice(&out).map_err(|e| Error::decode(path.display().to_string(), "video", format!("ffprobe output: {e}")))?;
+    let v: serde_json::Value = serde_json::from_slice(&out).map_err(|e| {
+        Error::decode(
+            path.display().to_string(),
+            "video",
+            format!("ffprobe output: {e}"),
+        )
+    })?;
     let streams = v["streams"].as_array().cloned().unwrap_or_default();
     let video = streams
         .iter()
         .find(|s| s["codec_type"] == "video")
         .ok_or_else(|| Error::decode(path.display().to_string(), "video", "no video stream"))?;
-    let num = |x: &serde_json::Value| x.as_str().and_then(|s| s.parse::<f64>().ok()).or_else(|| x.as_f64());
-    let duration = num(&v["format"]["duration"]).or_else(|| num(&video["duration"])).unwrap_or(0.0);
+    let num = |x: &serde_json::Value| {
+        x.as_str()
+            .and_then(|s| s.parse::<f64>().ok())
+            .or_else(|| x.as_f64())
+    };
+    let duration = num(&v["format"]["duration"])
+        .or_else(|| num(&video["duration"]))
+        .unwrap_or(0.0);
     let fps = video["avg_frame_rate"]
         .as_str()
         .and_then(|s| {
@@ -142,13 +185,26 @@ pub fn probe(path: &Path) -> Result<VideoInfo> {
 /// The sample times for a duration.
 pub fn sample_times(duration: f64, sampling: FrameSampling, max_frames: usize) -> Result<Vec<f64>> {
     match sampling {
-        FrameSampling::Uniform(0) => Err(Error::invalid("frame sampling", "uniform sampling needs at least one frame")),
-        FrameSampling::Uniform(n) => Ok((0..n.min(max_frames)).map(|i| duration * (i as f64 + 0.5) / n as f64).collect()),
-        FrameSampling::Every(k) if !(k > 0.0) => Err(Error::invalid("frame sampling", format!("interval {k} s must be positive"))),
+        FrameSampling::Uniform(0) => Err(Error::invalid(
+            "frame sampling",
+            "uniform sampling needs at least one frame",
+        )),
+        FrameSampling::Uniform(n) => Ok((0..n.min(max_frames))
+            .map(|i| duration * (i as f64 + 0.5) / n as f64)
+            .collect()),
+        FrameSampling::Every(k) if !(k > 0.0) => Err(Error::invalid(
+            "frame sampling",
+            format!("interval {k} s must be positive"),
+        )),
         FrameSampling::Every(k) => {
             let n = ((duration / k).ceil() as usize).max(1);
             if n > max_frames {
-                return Err(Error::invalid("frame sampling", format!("one frame every {k} s over {duration:.1} s is {n} frames, over the limit of {max_frames}")));
+                return Err(Error::invalid(
+                    "frame sampling",
+                    format!(
+                        "one frame every {k} s over {duration:.1} s is {n} frames, over the limit of {max_frames}"
+                    ),
+                ));
             }
             Ok((0..n).map(|i| i as f64 * k).collect())
         }
@@ -160,12 +216,27 @@ pub fn load_frames(path: &Path, opts: &VideoOptions) -> Result<Frames> {
     if path.is_dir() {
         return load_sequence(path, opts);
     }
-    if path.extension().and_then(|e| e.to_str()).is_some_and(|e| e.eq_ignore_ascii_case("gif")) {
+    if path
+        .extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| e.eq_ignore_ascii_case("gif"))
+    {
         return load_gif(path, opts);
     }
     let info = probe(path)?;
-    if info.width == 0 || info.height == 0 || info.width > opts.max_side || info.height > opts.max_side {
-        return Err(Error::decode(path.display().to_string(), "video", format!("frame size {}x{} outside 1..={}", info.width, info.height, opts.max_side)));
+    if info.width == 0
+        || info.height == 0
+        || info.width > opts.max_side
+        || info.height > opts.max_side
+    {
+        return Err(Error::decode(
+            path.display().to_string(),
+            "video",
+            format!(
+                "frame size {}x{} outside 1..={}",
+                info.width, info.height, opts.max_side
+            ),
+        ));
     }
     let times = sample_times(info.duration, opts.sampling, opts.max_frames)?;
     let prog = ffmpeg_program("ffmpeg");
@@ -178,7 +249,15 @@ pub fn load_frames(path: &Path, opts: &VideoOptions) -> Result<Frames> {
             Command::new(&prog)
                 .args(["-v", "error", "-nostdin", "-ss", &format!("{t:.6}"), "-i"])
                 .arg(path)
-                .args(["-frames:v", "1", "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"]),
+                .args([
+                    "-frames:v",
+                    "1",
+                    "-f",
+                    "rawvideo",
+                    "-pix_fmt",
+                    "rgb24",
+                    "pipe:1",
+                ]),
             &prog,
             path,
         )?;
@@ -188,11 +267,19 @@ pub fn load_frames(path: &Path, opts: &VideoOptions) -> Result<Frames> {
             // Past the last frame (rounding at the very end): repeat the last one.
             RgbImage::clone(last).into_raw()
         } else {
-            return Err(Error::decode(path.display().to_string(), "video", format!("no frame at {t:.3} s")));
+            return Err(Error::decode(
+                path.display().to_string(),
+                "video",
+                format!("no frame at {t:.3} s"),
+            ));
         };
         frames.push(RgbImage::from_raw(info.width, info.height, out).expect("frame size checked"));
     }
-    Ok(Frames { frames, timestamps: times, duration: info.duration })
+    Ok(Frames {
+        frames,
+        timestamps: times,
+        duration: info.duration,
+    })
 }
 
 fn load_sequence(dir: &Path, opts: &VideoOptions) -> Result<Frames> {
@@ -200,14 +287,21 @@ fn load_sequence(dir: &Path, opts: &VideoOptions) -> Result<Frames> {
         .map_err(|e| Error::io(dir, e))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| {
-            p.extension()
-                .and_then(|e| e.to_str())
-                .is_some_and(|e| matches!(e.to_ascii_lowercase().as_str(), "jpg" | "jpeg" | "png" | "webp" | "bmp" | "tif" | "tiff"))
+            p.extension().and_then(|e| e.to_str()).is_some_and(|e| {
+                matches!(
+                    e.to_ascii_lowercase().as_str(),
+                    "jpg" | "jpeg" | "png" | "webp" | "bmp" | "tif" | "tiff"
+                )
+            })
         })
         .collect();
     files.sort();
     if files.is_empty() {
-        return Err(Error::decode(dir.display().to_string(), "image sequence", "no image files in the folder"));
+        return Err(Error::decode(
+            dir.display().to_string(),
+            "image sequence",
+            "no image files in the folder",
+        ));
     }
     let fps = opts.sequence_fps;
     let duration = files.len() as f64 / fps;
@@ -218,13 +312,18 @@ fn load_sequence(dir: &Path, opts: &VideoOptions) -> Result<Frames> {
         let i = ((t * fps).floor() as usize).min(files.len() - 1);
         frames.push(load_image(&files[i], &dec)?);
     }
-    Ok(Frames { frames, timestamps: times, duration })
+    Ok(Frames {
+        frames,
+        timestamps: times,
+        duration,
+    })
 }
 
 fn load_gif(path: &Path, opts: &VideoOptions) -> Result<Frames> {
     let name = path.display().to_string();
     let bytes = crate::error::read_limited(path, 512 << 20)?;
-    let dec = image::codecs::gif::GifDecoder::new(std::io::Cursor::new(bytes)).map_err(|e| Error::decode(&name, "GIF", e.to_string()))?;
+    let dec = image::codecs::gif::GifDecoder::new(std::io::Cursor::new(bytes))
+        .map_err(|e| Error::decode(&name, "GIF", e.to_string()))?;
     let mut all = Vec::new();
     let mut starts = Vec::new();
     let mut t = 0.0;
@@ -236,7 +335,11 @@ fn load_gif(path: &Path, opts: &VideoOptions) -> Result<Frames> {
         let (n, d) = f.delay().numer_denom_ms();
         starts.push(t);
         // Browsers show 0-delay frames for 100 ms.
-        let ms = if n == 0 { 100.0 } else { n as f64 / d.max(1) as f64 };
+        let ms = if n == 0 {
+            100.0
+        } else {
+            n as f64 / d.max(1) as f64
+        };
         t += ms / 1000.0;
         all.push(image::DynamicImage::ImageRgba8(f.into_buffer()).to_rgb8());
     }
@@ -251,14 +354,20 @@ fn load_gif(path: &Path, opts: &VideoOptions) -> Result<Frames> {
             all[i].clone()
         })
         .collect();
-    Ok(Frames { frames, timestamps: times, duration: t })
+    Ok(Frames {
+        frames,
+        timestamps: times,
+        duration: t,
+    })
 }
 
 /// Extracts the first audio track as mono f32 at its own sample rate
 /// (resample with [`crate::audio::resample`] for a model's rate).
 pub fn load_audio_track(path: &Path) -> Result<crate::audio::Audio> {
     let info = probe(path)?;
-    let rate = info.audio_rate.ok_or_else(|| Error::decode(path.display().to_string(), "video", "no audio stream"))?;
+    let rate = info
+        .audio_rate
+        .ok_or_else(|| Error::decode(path.display().to_string(), "video", "no audio stream"))?;
     let prog = ffmpeg_program("ffmpeg");
     let mut child = Command::new(&prog)
         .args(["-v", "error", "-nostdin", "-i"])
@@ -268,15 +377,34 @@ pub fn load_audio_track(path: &Path) -> Result<crate::audio::Audio> {
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
-        .map_err(|e| Error::External { program: prog.clone(), message: e.to_string() })?;
+        .map_err(|e| Error::External {
+            program: prog.clone(),
+            message: e.to_string(),
+        })?;
     let mut raw = Vec::new();
-    child.stdout.take().expect("piped").read_to_end(&mut raw).map_err(|e| Error::io(path, e))?;
+    child
+        .stdout
+        .take()
+        .expect("piped")
+        .read_to_end(&mut raw)
+        .map_err(|e| Error::io(path, e))?;
     let status = child.wait().map_err(|e| Error::io(path, e))?;
     if !status.success() || raw.is_empty() {
-        return Err(Error::decode(path.display().to_string(), "video audio track", format!("{prog} could not extract audio")));
+        return Err(Error::decode(
+            path.display().to_string(),
+            "video audio track",
+            format!("{prog} could not extract audio"),
+        ));
     }
-    let samples = raw.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
-    Ok(crate::audio::Audio { samples, sample_rate: rate, channels: 1 })
+    let samples = raw
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    Ok(crate::audio::Audio {
+        samples,
+        sample_rate: rate,
+        channels: 1,
+    })
 }
 
 #[cfg(test)]
@@ -285,8 +413,14 @@ mod tests {
 
     #[test]
     fn sample_times_are_centred_or_periodic() {
-        assert_eq!(sample_times(8.0, FrameSampling::Uniform(4), 100).unwrap(), vec![1.0, 3.0, 5.0, 7.0]);
-        assert_eq!(sample_times(2.5, FrameSampling::Every(1.0), 100).unwrap(), vec![0.0, 1.0, 2.0]);
+        assert_eq!(
+            sample_times(8.0, FrameSampling::Uniform(4), 100).unwrap(),
+            vec![1.0, 3.0, 5.0, 7.0]
+        );
+        assert_eq!(
+            sample_times(2.5, FrameSampling::Every(1.0), 100).unwrap(),
+            vec![0.0, 1.0, 2.0]
+        );
         assert!(sample_times(1e6, FrameSampling::Every(0.1), 100).is_err());
         assert!(sample_times(1.0, FrameSampling::Uniform(0), 100).is_err());
     }
@@ -300,11 +434,19 @@ mod tests {
             let mut enc = image::codecs::gif::GifEncoder::new(f);
             for v in [0u8, 128, 255] {
                 let buf = image::RgbaImage::from_pixel(4, 4, image::Rgba([v, v, v, 255]));
-                let fr = image::Frame::from_parts(buf, 0, 0, image::Delay::from_numer_denom_ms(500, 1));
+                let fr =
+                    image::Frame::from_parts(buf, 0, 0, image::Delay::from_numer_denom_ms(500, 1));
                 enc.encode_frame(fr).unwrap();
             }
         }
-        let fr = load_frames(&p, &VideoOptions { sampling: FrameSampling::Uniform(3), ..Default::default() }).unwrap();
+        let fr = load_frames(
+            &p,
+            &VideoOptions {
+                sampling: FrameSampling::Uniform(3),
+                ..Default::default()
+            },
+        )
+        .unwrap();
         assert_eq!(fr.timestamps, vec![0.25, 0.75, 1.25]);
         assert_eq!(fr.frames[1].get_pixel(0, 0).0, [128, 128, 128]);
         assert!((fr.duration - 1.5).abs() < 1e-9);
@@ -312,7 +454,9 @@ mod tests {
 
     #[test]
     fn missing_file_is_named() {
-        let e = load_frames(Path::new("/nonexistent/clip.mp4"), &VideoOptions::default()).unwrap_err().to_string();
+        let e = load_frames(Path::new("/nonexistent/clip.mp4"), &VideoOptions::default())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("/nonexistent/clip.mp4"), "{e}");
     }
 }

@@ -111,7 +111,9 @@ pub struct Stft {
 
 impl std::fmt::Debug for Stft {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Stft").field("config", &self.config).finish()
+        f.debug_struct("Stft")
+            .field("config", &self.config)
+            .finish()
     }
 }
 
@@ -121,7 +123,10 @@ impl Stft {
         if config.n_fft < 2 || config.hop == 0 {
             return Err(Error::invalid(
                 "STFT",
-                format!("n_fft {} / hop {} must be ≥ 2 / ≥ 1", config.n_fft, config.hop),
+                format!(
+                    "n_fft {} / hop {} must be ≥ 2 / ≥ 1",
+                    config.n_fft, config.hop
+                ),
             ));
         }
         let fft = FftPlanner::new().plan_fft_forward(config.n_fft);
@@ -151,7 +156,10 @@ impl Stft {
         if x.len() < n_fft {
             return Err(Error::invalid(
                 "audio",
-                format!("{} samples is shorter than one {n_fft}-sample frame", signal.len()),
+                format!(
+                    "{} samples is shorter than one {n_fft}-sample frame",
+                    signal.len()
+                ),
             ));
         }
         let n_frames = 1 + (x.len() - n_fft) / self.config.hop;
@@ -350,7 +358,9 @@ impl WhisperFeatureExtractor {
                     .as_u64()
                     .filter(|&n| n > 0)
                     .map(|n| n as usize)
-                    .ok_or_else(|| Error::config(source, format!("key `{k}`: expected a positive integer"))),
+                    .ok_or_else(|| {
+                        Error::config(source, format!("key `{k}`: expected a positive integer"))
+                    }),
             }
         };
         Self::new(WhisperFeatureConfig {
@@ -494,7 +504,11 @@ pub fn power_to_db(spec: &[Vec<f64>], top_db: Option<f64>) -> Vec<Vec<f64>> {
         .map(|r| r.iter().map(|&v| 10.0 * v.max(1e-10).log10()).collect())
         .collect();
     if let Some(top) = top_db {
-        let max = db.iter().flatten().copied().fold(f64::NEG_INFINITY, f64::max);
+        let max = db
+            .iter()
+            .flatten()
+            .copied()
+            .fold(f64::NEG_INFINITY, f64::max);
         db.iter_mut().flatten().for_each(|v| *v = v.max(max - top));
     }
     db
@@ -520,7 +534,8 @@ pub fn mfcc(signal: &[f32], cfg: &MelConfig, n_mfcc: usize) -> Result<Vec<Vec<f6
             (2.0 / n as f64).sqrt()
         };
         for (m, drow) in db.iter().enumerate() {
-            let c = (std::f64::consts::PI * k as f64 * (2 * m + 1) as f64 / (2 * n) as f64).cos() * norm;
+            let c = (std::f64::consts::PI * k as f64 * (2 * m + 1) as f64 / (2 * n) as f64).cos()
+                * norm;
             for (o, &v) in row.iter_mut().zip(drow) {
                 *o += c * v;
             }

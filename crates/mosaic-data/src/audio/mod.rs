@@ -6,5 +6,7 @@ pub mod features;
 pub mod resample;
 
 pub use decode::{Audio, AudioLimits, decode_audio, load_audio};
-pub use features::{MelConfig, WhisperFeatureConfig, WhisperFeatureExtractor, mel_spectrogram, mfcc};
+pub use features::{
+    MelConfig, WhisperFeatureConfig, WhisperFeatureExtractor, mel_spectrogram, mfcc,
+};
 pub use resample::{Resampler, resample};

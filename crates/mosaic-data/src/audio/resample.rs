@@ -41,7 +41,9 @@ impl Resampler {
         if orig * new > 1 << 26 {
             return Err(Error::invalid(
                 "sample rate",
-                format!("{from_rate} Hz → {to_rate} Hz needs a {orig}x{new}-phase filter; use rates with a larger common divisor"),
+                format!(
+                    "{from_rate} Hz → {to_rate} Hz needs a {orig}x{new}-phase filter; use rates with a larger common divisor"
+                ),
             ));
         }
         let lowpass_width = 6.0f64;

@@ -124,9 +124,16 @@ impl ImageProcessor {
             .unwrap_or("");
         // Processors whose integer `size` means "shortest edge" (transformers'
         // `default_to_square=False`).
-        let int_is_shortest = ["CLIP", "ChineseCLIP", "Bit", "ConvNext", "MobileNet", "LevitImage"]
-            .iter()
-            .any(|p| kind.starts_with(p));
+        let int_is_shortest = [
+            "CLIP",
+            "ChineseCLIP",
+            "Bit",
+            "ConvNext",
+            "MobileNet",
+            "LevitImage",
+        ]
+        .iter()
+        .any(|p| kind.starts_with(p));
         let resize = if flag("do_resize", true)? {
             match obj.get("size") {
                 None | Some(Value::Null) => None,
@@ -138,16 +145,25 @@ impl ImageProcessor {
         let filter = match obj.get("resample") {
             None | Some(Value::Null) => Filter::Bicubic,
             Some(v) => {
-                let code = v.as_i64().ok_or_else(|| err("resample", "expected a PIL resample code 0-5"))?;
+                let code = v
+                    .as_i64()
+                    .ok_or_else(|| err("resample", "expected a PIL resample code 0-5"))?;
                 Filter::from_pil_code(code).map_err(|e| err("resample", &e.to_string()))?
             }
         };
         let center_crop = if flag("do_center_crop", false)? {
             match obj.get("crop_size") {
-                None | Some(Value::Null) => return Err(err("crop_size", "do_center_crop is set but crop_size is missing")),
+                None | Some(Value::Null) => {
+                    return Err(err(
+                        "crop_size",
+                        "do_center_crop is set but crop_size is missing",
+                    ));
+                }
                 Some(v) => match parse_size(v, false).map_err(|m| err("crop_size", &m))? {
                     ResizeTo::Exact { height, width } => Some((height, width)),
-                    ResizeTo::ShortestEdge { shortest_edge, .. } => Some((shortest_edge, shortest_edge)),
+                    ResizeTo::ShortestEdge { shortest_edge, .. } => {
+                        Some((shortest_edge, shortest_edge))
+                    }
                 },
             }
         } else {
@@ -156,7 +172,9 @@ impl ImageProcessor {
         let rescale_factor = if flag("do_rescale", true)? {
             Some(match obj.get("rescale_factor") {
                 None | Some(Value::Null) => 1.0 / 255.0,
-                Some(v) => v.as_f64().ok_or_else(|| err("rescale_factor", "expected a number"))?,
+                Some(v) => v
+                    .as_f64()
+                    .ok_or_else(|| err("rescale_factor", "expected a number"))?,
             })
         } else {
             None
@@ -210,7 +228,11 @@ impl ImageProcessor {
                 shortest_edge,
                 longest_edge,
             }) => {
-                let (short, long) = if width <= height { (width, height) } else { (height, width) };
+                let (short, long) = if width <= height {
+                    (width, height)
+                } else {
+                    (height, width)
+                };
                 let mut new_short = shortest_edge;
                 // Python: int(requested_new_short * long / short), float division.
                 let mut new_long = (shortest_edge as f64 * long as f64 / short as f64) as usize;
@@ -247,7 +269,10 @@ impl ImageProcessor {
                 Some(s) if s != (h, w) => {
                     return Err(Error::invalid(
                         "image batch",
-                        format!("image {i} preprocesses to {h}x{w}, the first to {}x{}: set a crop or an exact size", s.0, s.1),
+                        format!(
+                            "image {i} preprocesses to {h}x{w}, the first to {}x{}: set a crop or an exact size",
+                            s.0, s.1
+                        ),
                     ));
                 }
                 _ => {}
@@ -255,7 +280,11 @@ impl ImageProcessor {
             all.extend(data);
         }
         let (h, w) = shape.unwrap_or((0, 0));
-        Ok(Tensor::from_vec(all, (images.len(), 3, h, w), &Device::Cpu)?)
+        Ok(Tensor::from_vec(
+            all,
+            (images.len(), 3, h, w),
+            &Device::Cpu,
+        )?)
     }
 
     /// The preprocessing arithmetic on plain buffers: `(height, width, CHW data)`.
@@ -287,8 +316,16 @@ impl ImageProcessor {
         let do_norm = self.normalize.is_some();
         // Padding value: zeros in u8 space, then rescaled and normalised
         // like real pixels, as transformers pads before rescaling.
-        let pad_top = if oh > rh { (oh - rh).div_ceil(2) as i64 } else { 0 };
-        let pad_left = if ow > rw { (ow - rw).div_ceil(2) as i64 } else { 0 };
+        let pad_top = if oh > rh {
+            (oh - rh).div_ceil(2) as i64
+        } else {
+            0
+        };
+        let pad_left = if ow > rw {
+            (ow - rw).div_ceil(2) as i64
+        } else {
+            0
+        };
         let (top, left) = if oh > rh || ow > rw {
             (top + pad_top, left + pad_left)
         } else {
@@ -337,7 +374,10 @@ fn parse_size(v: &Value, int_is_shortest: bool) -> std::result::Result<ResizeTo,
                     longest_edge: None,
                 }
             } else {
-                ResizeTo::Exact { height: n, width: n }
+                ResizeTo::Exact {
+                    height: n,
+                    width: n,
+                }
             })
         }
         Value::Object(o) => {
@@ -387,10 +427,14 @@ mod tests {
     #[test]
     fn config_errors_name_the_key() {
         let cfg = serde_json::json!({"size": {"foo": 3}});
-        let e = ImageProcessor::from_config_value(&cfg, "x.json").unwrap_err().to_string();
+        let e = ImageProcessor::from_config_value(&cfg, "x.json")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("`size`") && e.contains("x.json"), "{e}");
         let cfg = serde_json::json!({"do_center_crop": true});
-        let e = ImageProcessor::from_config_value(&cfg, "x.json").unwrap_err().to_string();
+        let e = ImageProcessor::from_config_value(&cfg, "x.json")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("crop_size"), "{e}");
         let cfg = serde_json::json!({"image_std": [1, 0, 1]});
         assert!(ImageProcessor::from_config_value(&cfg, "x.json").is_err());

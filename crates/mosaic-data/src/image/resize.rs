@@ -123,7 +123,13 @@ struct Coeffs {
     weights: Vec<i32>,
 }
 
-fn precompute_coeffs(in_size: usize, in0: f64, in1: f64, out_size: usize, filter: Filter) -> Coeffs {
+fn precompute_coeffs(
+    in_size: usize,
+    in0: f64,
+    in1: f64,
+    out_size: usize,
+    filter: Filter,
+) -> Coeffs {
     let scale = (in1 - in0) / out_size as f64;
     let filterscale = scale.max(1.0);
     let support = filter.support() * filterscale;
@@ -136,7 +142,9 @@ fn precompute_coeffs(in_size: usize, in0: f64, in1: f64, out_size: usize, filter
         let ss = 1.0 / filterscale;
         // Pillow truncates toward zero here ((int) cast), then clamps.
         let xmin = ((center - support + 0.5) as i64).max(0) as usize;
-        let xmax = ((center + support + 0.5) as i64).min(in_size as i64).max(xmin as i64) as usize;
+        let xmax = ((center + support + 0.5) as i64)
+            .min(in_size as i64)
+            .max(xmin as i64) as usize;
         let n = (xmax - xmin).min(ksize);
         let mut ww = 0.0;
         for (x, kx) in k.iter_mut().enumerate().take(n) {
@@ -183,10 +191,7 @@ pub fn resize_u8(
     if pixels.len() != width * height * channels {
         return Err(Error::invalid(
             "image buffer",
-            format!(
-                "{} bytes for {width}x{height}x{channels}",
-                pixels.len()
-            ),
+            format!("{} bytes for {width}x{height}x{channels}", pixels.len()),
         ));
     }
     if out_w == 0 || out_h == 0 || width == 0 || height == 0 {
@@ -196,7 +201,9 @@ pub fn resize_u8(
         ));
     }
     if filter == Filter::Nearest {
-        return Ok(resize_nearest(pixels, width, height, channels, out_w, out_h));
+        return Ok(resize_nearest(
+            pixels, width, height, channels, out_w, out_h,
+        ));
     }
     let need_h = out_w != width;
     let need_v = out_h != height;
@@ -214,7 +221,8 @@ pub fn resize_u8(
         let rows = last - first;
         let mut tmp = vec![0u8; out_w * rows * channels];
         for y in 0..rows {
-            let in_row = &pixels[(y + first) * width * channels..(y + first + 1) * width * channels];
+            let in_row =
+                &pixels[(y + first) * width * channels..(y + first + 1) * width * channels];
             let out_row = &mut tmp[y * out_w * channels..(y + 1) * out_w * channels];
             for (xx, &(xmin, n)) in horiz.bounds.iter().enumerate() {
                 let k = &horiz.weights[xx * horiz.ksize..xx * horiz.ksize + n];
@@ -298,7 +306,13 @@ mod tests {
     #[test]
     fn constant_image_stays_constant() {
         let px = vec![77u8; 30 * 20 * 3];
-        for f in [Filter::Bilinear, Filter::Bicubic, Filter::Lanczos, Filter::Box, Filter::Hamming] {
+        for f in [
+            Filter::Bilinear,
+            Filter::Bicubic,
+            Filter::Lanczos,
+            Filter::Box,
+            Filter::Hamming,
+        ] {
             let out = resize_u8(&px, 30, 20, 3, 7, 11, f).unwrap();
             assert!(out.iter().all(|&v| v == 77), "{f:?}");
         }

@@ -129,14 +129,22 @@ impl ManifestRecord {
         let mut s = Sample::new(self.id.clone().unwrap_or_else(|| format!("line-{line}")));
         match &self.text {
             Some(TextField::Inline(t)) => {
-                s.modalities.insert(Modality::Text, ModalityValue::Text(t.clone()));
+                s.modalities
+                    .insert(Modality::Text, ModalityValue::Text(t.clone()));
             }
             Some(TextField::File { .. }) | None => {}
         }
         for (m, p) in self.files() {
-            s.modalities.insert(m, ModalityValue::Path(resolve(base, p)));
+            s.modalities
+                .insert(m, ModalityValue::Path(resolve(base, p)));
         }
-        s.labels = self.label.iter().chain(&self.labels).cloned().map(LabelValue::into_string).collect();
+        s.labels = self
+            .label
+            .iter()
+            .chain(&self.labels)
+            .cloned()
+            .map(LabelValue::into_string)
+            .collect();
         s.captions = self.captions.clone();
         s.timestamps = self.timestamps.clone();
         s.boxes = self.boxes.clone();
@@ -186,11 +194,18 @@ impl ManifestRecord {
 /// Resolves a manifest path against the manifest's folder.
 pub fn resolve(base: &Path, p: &str) -> PathBuf {
     let p = Path::new(p);
-    if p.is_absolute() { p.to_path_buf() } else { base.join(p) }
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    }
 }
 
 fn relative(base: &Path, p: &Path) -> String {
-    p.strip_prefix(base).unwrap_or(p).to_string_lossy().into_owned()
+    p.strip_prefix(base)
+        .unwrap_or(p)
+        .to_string_lossy()
+        .into_owned()
 }
 
 /// One line of a manifest: its number and either the record or why it is bad.
@@ -209,7 +224,10 @@ pub struct ManifestReader {
 
 impl std::fmt::Debug for ManifestReader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ManifestReader").field("path", &self.path).field("line", &self.line).finish()
+        f.debug_struct("ManifestReader")
+            .field("path", &self.path)
+            .field("line", &self.line)
+            .finish()
     }
 }
 
@@ -234,7 +252,10 @@ impl ManifestReader {
 
     /// The folder relative paths are resolved against.
     pub fn base_dir(&self) -> PathBuf {
-        self.path.parent().map(Path::to_path_buf).unwrap_or_default()
+        self.path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default()
     }
 
     /// Reads the whole manifest, failing on the first bad line.
@@ -243,7 +264,11 @@ impl ManifestReader {
     }
 
     fn bad(&self, msg: String) -> Error {
-        Error::decode(format!("{}:{}", self.path.display(), self.line), "JSONL manifest line", msg)
+        Error::decode(
+            format!("{}:{}", self.path.display(), self.line),
+            "JSONL manifest line",
+            msg,
+        )
     }
 }
 
@@ -283,19 +308,29 @@ impl Iterator for ManifestReader {
                         Err(_) => break,
                     }
                 }
-                return Some((self.line, Err(self.bad(format!("longer than {MAX_LINE_BYTES} bytes")))));
+                return Some((
+                    self.line,
+                    Err(self.bad(format!("longer than {MAX_LINE_BYTES} bytes"))),
+                ));
             }
             let text = match std::str::from_utf8(&self.buf) {
                 Ok(t) => t.trim(),
                 Err(e) => {
-                    return Some((self.line, Err(self.bad(format!("invalid UTF-8 at byte {} of the line", e.valid_up_to())))));
+                    return Some((
+                        self.line,
+                        Err(self.bad(format!(
+                            "invalid UTF-8 at byte {} of the line",
+                            e.valid_up_to()
+                        ))),
+                    ));
                 }
             };
             if text.is_empty() {
                 continue;
             }
             let mut de = serde_json::Deserializer::from_str(text);
-            let rec: std::result::Result<ManifestRecord, _> = serde_path_to_error::deserialize(&mut de);
+            let rec: std::result::Result<ManifestRecord, _> =
+                serde_path_to_error::deserialize(&mut de);
             return Some((
                 self.line,
                 match rec {
@@ -319,7 +354,10 @@ impl Iterator for ManifestReader {
 }
 
 /// Writes a manifest atomically (temporary file, then rename).
-pub fn write_manifest<'a>(path: &Path, records: impl IntoIterator<Item = &'a ManifestRecord>) -> Result<usize> {
+pub fn write_manifest<'a>(
+    path: &Path,
+    records: impl IntoIterator<Item = &'a ManifestRecord>,
+) -> Result<usize> {
     let mut n = 0;
     mosaic_core::atomic::write_atomic(path, |w| {
         for r in records {
@@ -339,16 +377,25 @@ mod tests {
     use super::*;
 
     fn read(text: &str) -> Vec<ManifestLine> {
-        ManifestReader::from_reader(Path::new("m.jsonl"), Box::new(std::io::Cursor::new(text.as_bytes().to_vec()))).collect()
+        ManifestReader::from_reader(
+            Path::new("m.jsonl"),
+            Box::new(std::io::Cursor::new(text.as_bytes().to_vec())),
+        )
+        .collect()
     }
 
     #[test]
     fn bad_lines_are_named_and_reading_goes_on() {
-        let lines = read("{\"image\": \"a.png\", \"label\": 3}\nnot json\n\n{\"imgae\": \"b.png\"}\n{\"text\": \"ok\"}\n");
+        let lines = read(
+            "{\"image\": \"a.png\", \"label\": 3}\nnot json\n\n{\"imgae\": \"b.png\"}\n{\"text\": \"ok\"}\n",
+        );
         assert_eq!(lines.len(), 4);
         assert!(lines[0].1.is_ok());
         let e = lines[1].1.as_ref().unwrap_err().to_string();
-        assert!(e.contains("m.jsonl:2") && e.contains("not valid JSON"), "{e}");
+        assert!(
+            e.contains("m.jsonl:2") && e.contains("not valid JSON"),
+            "{e}"
+        );
         let e = lines[2].1.as_ref().unwrap_err().to_string();
         assert!(e.contains("m.jsonl:4") && e.contains("imgae"), "{e}");
         assert_eq!(lines[3].0, 5);
@@ -359,7 +406,11 @@ mod tests {
         let mut bytes = b"{\"text\": \"caf".to_vec();
         bytes.extend([0xff, 0xfe]);
         bytes.extend(b"\"}\n");
-        let lines: Vec<_> = ManifestReader::from_reader(Path::new("u.jsonl"), Box::new(std::io::Cursor::new(bytes))).collect();
+        let lines: Vec<_> = ManifestReader::from_reader(
+            Path::new("u.jsonl"),
+            Box::new(std::io::Cursor::new(bytes)),
+        )
+        .collect();
         let e = lines[0].1.as_ref().unwrap_err().to_string();
         assert!(e.contains("u.jsonl:1") && e.contains("UTF-8"), "{e}");
     }
@@ -372,7 +423,9 @@ mod tests {
         .unwrap();
         let s = r.to_sample(Path::new("/data"), 1);
         assert_eq!(s.labels, vec!["cat", "2"]);
-        assert!(matches!(s.get(Modality::Image), Some(ModalityValue::Path(p)) if p == Path::new("/data/i/a.png")));
+        assert!(
+            matches!(s.get(Modality::Image), Some(ModalityValue::Path(p)) if p == Path::new("/data/i/a.png"))
+        );
         let back = ManifestRecord::from_sample(&s, Path::new("/data")).unwrap();
         assert_eq!(back.image.as_deref(), Some("i/a.png"));
         assert_eq!(back.text, Some(TextField::Inline("hello".into())));

@@ -43,14 +43,20 @@ impl ShardReader<std::io::BufReader<std::fs::File>> {
     /// Opens a shard file.
     pub fn open(path: &Path) -> Result<Self> {
         let f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-        Ok(ShardReader::new(std::io::BufReader::with_capacity(1 << 16, f), &path.display().to_string()))
+        Ok(ShardReader::new(
+            std::io::BufReader::with_capacity(1 << 16, f),
+            &path.display().to_string(),
+        ))
     }
 }
 
 impl<R: Read> ShardReader<R> {
     /// Wraps a reader; `name` names the shard in errors.
     pub fn new(reader: R, name: &str) -> Self {
-        ShardReader { name: name.to_string(), archive: tar::Archive::new(reader) }
+        ShardReader {
+            name: name.to_string(),
+            archive: tar::Archive::new(reader),
+        }
     }
 
     /// Visits every sample in order. `f` gets each sample or the error for
@@ -70,31 +76,59 @@ impl<R: Read> ShardReader<R> {
             let raw = entry.path_bytes().into_owned();
             let path_s = String::from_utf8_lossy(&raw).into_owned();
             let path = PathBuf::from(&path_s);
-            if path.is_absolute() || path.components().any(|c| matches!(c, Component::ParentDir | Component::RootDir | Component::Prefix(_))) {
-                return Err(err(format!("member `{path_s}` points outside the shard's root")));
+            if path.is_absolute()
+                || path.components().any(|c| {
+                    matches!(
+                        c,
+                        Component::ParentDir | Component::RootDir | Component::Prefix(_)
+                    )
+                })
+            {
+                return Err(err(format!(
+                    "member `{path_s}` points outside the shard's root"
+                )));
             }
             if !kind.is_file() {
-                return Err(err(format!("member `{path_s}` is not a regular file ({kind:?})")));
+                return Err(err(format!(
+                    "member `{path_s}` is not a regular file ({kind:?})"
+                )));
             }
             let size = entry.header().size().map_err(|e| err(e.to_string()))?;
             if size > MAX_MEMBER_BYTES {
-                return Err(err(format!("member `{path_s}` is {size} bytes, over the {MAX_MEMBER_BYTES}-byte limit")));
+                return Err(err(format!(
+                    "member `{path_s}` is {size} bytes, over the {MAX_MEMBER_BYTES}-byte limit"
+                )));
             }
-            let file_name = path.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-            let dir = path.parent().map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
+            let file_name = path
+                .file_name()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let dir = path
+                .parent()
+                .map(|p| p.to_string_lossy().into_owned())
+                .unwrap_or_default();
             let (stem, ext) = match file_name.find('.') {
                 Some(i) => (&file_name[..i], file_name[i + 1..].to_string()),
                 None => (file_name.as_str(), String::new()),
             };
-            let key = if dir.is_empty() { stem.to_string() } else { format!("{dir}/{stem}") };
+            let key = if dir.is_empty() {
+                stem.to_string()
+            } else {
+                format!("{dir}/{stem}")
+            };
             let mut data = Vec::with_capacity(size as usize);
-            entry.read_to_end(&mut data).map_err(|e| err(format!("member `{path_s}`: {e}")))?;
+            entry
+                .read_to_end(&mut data)
+                .map_err(|e| err(format!("member `{path_s}`: {e}")))?;
             if current.as_ref().is_some_and(|(k, _)| *k != key) {
                 let (k, files) = current.take().unwrap();
                 f(assemble(&name, &k, files))?;
                 count += 1;
             }
-            current.get_or_insert_with(|| (key, Vec::new())).1.push((ext, data));
+            current
+                .get_or_insert_with(|| (key, Vec::new()))
+                .1
+                .push((ext, data));
         }
         if let Some((k, files)) = current {
             f(assemble(&name, &k, files))?;
@@ -132,21 +166,28 @@ fn assemble(shard: &str, key: &str, files: Vec<(String, Vec<u8>)>) -> Result<Sam
             s.boxes.extend(meta.boxes);
             s.extra.extend(meta.extra);
             if let Some(ModalityValue::Text(t)) = meta.modalities.get(&Modality::Text) {
-                s.modalities.insert(Modality::Text, ModalityValue::Text(t.clone()));
+                s.modalities
+                    .insert(Modality::Text, ModalityValue::Text(t.clone()));
             }
         } else if last == "cls" || last == "label" {
-            let t = String::from_utf8(data).map_err(|_| Error::decode(&input, "label", "not UTF-8"))?;
+            let t =
+                String::from_utf8(data).map_err(|_| Error::decode(&input, "label", "not UTF-8"))?;
             s.labels.push(t.trim().to_string());
         } else if let Some(m) = modality_of_extension(&last) {
             let v = if m == Modality::Text {
                 ModalityValue::Text(String::from_utf8(data).map_err(|e| {
-                    Error::decode(&input, "text", format!("invalid UTF-8 at byte {}", e.utf8_error().valid_up_to()))
+                    Error::decode(
+                        &input,
+                        "text",
+                        format!("invalid UTF-8 at byte {}", e.utf8_error().valid_up_to()),
+                    )
                 })?)
             } else {
                 ModalityValue::Bytes(data)
             };
             s.modalities.insert(m, v);
-            s.extra.insert(format!("{m}_ext"), serde_json::Value::String(last));
+            s.extra
+                .insert(format!("{m}_ext"), serde_json::Value::String(last));
         } else {
             tracing::debug!("{input}: ignoring member with extension `{ext}`");
         }
@@ -163,13 +204,22 @@ pub struct ShardWriter {
     max_samples: usize,
     max_bytes: u64,
     index: usize,
-    current: Option<(tempfile::NamedTempFile, tar::Builder<std::io::BufWriter<std::fs::File>>, usize, u64)>,
+    current: Option<(
+        tempfile::NamedTempFile,
+        tar::Builder<std::io::BufWriter<std::fs::File>>,
+        usize,
+        u64,
+    )>,
     written: Vec<PathBuf>,
 }
 
 impl std::fmt::Debug for ShardWriter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ShardWriter").field("dir", &self.dir).field("prefix", &self.prefix).field("index", &self.index).finish()
+        f.debug_struct("ShardWriter")
+            .field("dir", &self.dir)
+            .field("prefix", &self.prefix)
+            .field("index", &self.index)
+            .finish()
     }
 }
 
@@ -200,7 +250,11 @@ impl ShardWriter {
             match v {
                 ModalityValue::Text(t) => members.push(("txt".into(), t.as_bytes().to_vec())),
                 ModalityValue::Path(p) => {
-                    let ext = p.extension().and_then(|e| e.to_str()).unwrap_or("bin").to_ascii_lowercase();
+                    let ext = p
+                        .extension()
+                        .and_then(|e| e.to_str())
+                        .unwrap_or("bin")
+                        .to_ascii_lowercase();
                     let data = std::fs::read(p).map_err(|e| Error::io(p, e))?;
                     members.push((ext, data));
                 }
@@ -214,7 +268,10 @@ impl ShardWriter {
                     members.push((ext, b.clone()));
                 }
                 ModalityValue::Tensor(_) => {
-                    return Err(Error::invalid(format!("sample `{}` {m}", sample.id), "decoded tensors cannot be written to a shard; keep the encoded bytes"));
+                    return Err(Error::invalid(
+                        format!("sample `{}` {m}", sample.id),
+                        "decoded tensors cannot be written to a shard; keep the encoded bytes",
+                    ));
                 }
             }
         }
@@ -223,14 +280,23 @@ impl ShardWriter {
         meta.extra.retain(|k, _| !k.ends_with("_ext"));
         let mut rec = ManifestRecord::from_sample(&meta, Path::new(""))?;
         rec.id = Some(sample.id.clone());
-        members.push(("json".into(), serde_json::to_vec(&rec).map_err(|e| Error::invalid("sample JSON", e.to_string()))?));
+        members.push((
+            "json".into(),
+            serde_json::to_vec(&rec).map_err(|e| Error::invalid("sample JSON", e.to_string()))?,
+        ));
         let size: u64 = members.iter().map(|(_, d)| d.len() as u64 + 512).sum();
-        let full = self.current.as_ref().is_some_and(|c| c.2 >= self.max_samples || (c.2 > 0 && c.3 + size > self.max_bytes));
+        let full = self
+            .current
+            .as_ref()
+            .is_some_and(|c| c.2 >= self.max_samples || (c.2 > 0 && c.3 + size > self.max_bytes));
         if full {
             self.finish_shard()?;
         }
         if self.current.is_none() {
-            let tmp = tempfile::Builder::new().prefix(".shard-").tempfile_in(&self.dir).map_err(|e| Error::io(&self.dir, e))?;
+            let tmp = tempfile::Builder::new()
+                .prefix(".shard-")
+                .tempfile_in(&self.dir)
+                .map_err(|e| Error::io(&self.dir, e))?;
             let f = tmp.reopen().map_err(|e| Error::io(tmp.path(), e))?;
             let mut b = tar::Builder::new(std::io::BufWriter::new(f));
             b.mode(tar::HeaderMode::Deterministic);
@@ -256,8 +322,12 @@ impl ShardWriter {
         if let Some((tmp, b, _, _)) = self.current.take() {
             let mut w = b.into_inner().map_err(|e| Error::io(tmp.path(), e))?;
             w.flush().map_err(|e| Error::io(tmp.path(), e))?;
-            w.get_ref().sync_all().map_err(|e| Error::io(tmp.path(), e))?;
-            let dest = self.dir.join(format!("{}-{:06}.tar", self.prefix, self.index));
+            w.get_ref()
+                .sync_all()
+                .map_err(|e| Error::io(tmp.path(), e))?;
+            let dest = self
+                .dir
+                .join(format!("{}-{:06}.tar", self.prefix, self.index));
             tmp.persist(&dest).map_err(|e| Error::io(&dest, e.error))?;
             self.written.push(dest);
             self.index += 1;
@@ -285,7 +355,16 @@ fn default_ext(m: Modality) -> &'static str {
 
 /// Keys may not contain dots (the extension separator) or path separators.
 fn sanitize_key(id: &str) -> String {
-    let k: String = id.chars().map(|c| if c == '.' || c == '/' || c == '\\' || c.is_control() { '_' } else { c }).collect();
+    let k: String = id
+        .chars()
+        .map(|c| {
+            if c == '.' || c == '/' || c == '\\' || c.is_control() {
+                '_'
+            } else {
+                c
+            }
+        })
+        .collect();
     if k.is_empty() { "_".into() } else { k }
 }
 
@@ -315,10 +394,17 @@ mod tests {
         assert_eq!(all.len(), 5);
         assert_eq!(all[3].id, "s.3");
         assert_eq!(all[3].labels, vec!["c3"]);
-        assert!(matches!(all[3].get(Modality::Text), Some(ModalityValue::Text(t)) if t == "caption 3"));
-        assert!(matches!(all[3].get(Modality::Image), Some(ModalityValue::Bytes(b)) if b.starts_with(b"\x89PNG")));
+        assert!(
+            matches!(all[3].get(Modality::Text), Some(ModalityValue::Text(t)) if t == "caption 3")
+        );
+        assert!(
+            matches!(all[3].get(Modality::Image), Some(ModalityValue::Bytes(b)) if b.starts_with(b"\x89PNG"))
+        );
         // No temporary files left behind.
-        let names: Vec<_> = std::fs::read_dir(dir.path().join("shards")).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let names: Vec<_> = std::fs::read_dir(dir.path().join("shards"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(names.len(), 3, "{names:?}");
     }
 
@@ -336,7 +422,10 @@ mod tests {
             b.append(&h, &b"abc"[..]).unwrap();
             b.finish().unwrap();
         }
-        let e = ShardReader::new(buf.as_slice(), "bad.tar").read_all().unwrap_err().to_string();
+        let e = ShardReader::new(buf.as_slice(), "bad.tar")
+            .read_all()
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("bad.tar") && e.contains("outside"), "{e}");
     }
 }
