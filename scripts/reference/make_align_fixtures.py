@@ -40,7 +40,42 @@ PAIRS = {
 VARIANTS = {
     "default": {},
     "band": {"global_constraints": True, "band_rad": 0.25},
+    "band010": {"global_constraints": True, "band_rad": 0.1},
 }
+
+
+def dtw_ref(C, band_rad=None):
+    """Independent re-implementation of librosa's default DTW (checks README.md)."""
+    C = C.copy()
+    n, m = C.shape
+    if band_rad is not None:
+        r = int(np.round(band_rad * min(n, m)))  # numpy round: half to even
+        off = abs(n - m)
+        i, j = np.indices(C.shape)
+        if n < m:
+            C[(j - i >= r + off) | (j - i <= -r)] = np.inf
+        else:
+            C[(j - i >= r) | (j - i <= -r - off)] = np.inf
+    D = np.full((n + 1, m + 1), np.inf)
+    D[1, 1] = C[0, 0]
+    steps = np.zeros((n + 1, m + 1), np.int32)
+    for a in range(1, n + 1):
+        for b in range(1, m + 1):
+            for k, (da, db) in enumerate(((1, 1), (0, 1), (1, 0))):  # diag, left, up
+                cost = D[a - da, b - db] + C[a - 1, b - 1]
+                if cost < D[a, b]:  # strict: earlier step wins ties
+                    D[a, b] = cost
+                    steps[a, b] = k
+    D, steps = D[1:, 1:], steps[1:, 1:]
+    a, b = n - 1, m - 1
+    wp = [(a, b)]
+    while (a, b) != (0, 0):
+        da, db = ((1, 1), (0, 1), (1, 0))[steps[a, b]]
+        a, b = a - da, b - db
+        if min(a, b) < 0:
+            break
+        wp.append((a, b))
+    return D, np.array(wp), steps
 
 
 def mfcc(relpath):
@@ -140,6 +175,8 @@ def main():
             D, wp, steps = librosa.sequence.dtw(X=X, Y=Y, metric="euclidean", return_steps=True, **kw)
             D2, wp2 = librosa.sequence.dtw(X=X, Y=Y, metric="euclidean", **kw)
             assert np.array_equal(D, D2) and np.array_equal(wp, wp2)
+            Dr, wpr, stepsr = dtw_ref(C, kw.get("band_rad") if kw.get("global_constraints") else None)
+            assert np.array_equal(D, Dr) and np.array_equal(wp, wpr) and np.array_equal(steps, stepsr), (name, vname)
             tensors[f"{name}/{vname}/D"] = np.ascontiguousarray(D, np.float64)
             tensors[f"{name}/{vname}/wp"] = np.ascontiguousarray(wp, np.int64)
             tensors[f"{name}/{vname}/steps"] = np.ascontiguousarray(steps, np.int32)

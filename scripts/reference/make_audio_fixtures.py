@@ -111,6 +111,69 @@ def whisper_default(fe, y):
     return fe(y, sampling_rate=16000, return_tensors="np").input_features[0]
 
 
+def slaney_mel_filters(n_mels, n_fft=400, sr=16000, fmax=8000.0):
+    """[n_fft//2+1, n_mels] float64, written from the formulas in README.md."""
+
+    def hz_to_mel(f):
+        f = np.asarray(f, np.float64)
+        mel = 3.0 * f / 200.0
+        logstep = 27.0 / np.log(6.4)
+        return np.where(f >= 1000.0, 15.0 + np.log(np.maximum(f, 1e-300) / 1000.0) * logstep, mel)
+
+    def mel_to_hz(m):
+        m = np.asarray(m, np.float64)
+        logstep = np.log(6.4) / 27.0
+        return np.where(m >= 15.0, 1000.0 * np.exp(logstep * (m - 15.0)), 200.0 * m / 3.0)
+
+    mel_pts = np.linspace(hz_to_mel(0.0), hz_to_mel(fmax), n_mels + 2)
+    f_pts = mel_to_hz(mel_pts)
+    fft_f = np.linspace(0, sr // 2, n_fft // 2 + 1)
+    fdiff = np.diff(f_pts)
+    slopes = f_pts[None, :] - fft_f[:, None]
+    down = -slopes[:, :-2] / fdiff[:-1]
+    up = slopes[:, 2:] / fdiff[1:]
+    fb = np.maximum(0.0, np.minimum(down, up))
+    return fb * (2.0 / (f_pts[2 : n_mels + 2] - f_pts[:n_mels]))[None, :]
+
+
+def whisper_ref(y, filters):
+    """Independent numpy write-up of WhisperFeatureExtractor's numpy path."""
+    x = np.zeros(480000, np.float32)
+    x[: min(len(y), 480000)] = y[:480000]
+    x = np.pad(x, (200, 200), mode="reflect").astype(np.float64)
+    n = np.arange(400)
+    window = 0.5 - 0.5 * np.cos(2 * np.pi * n / 400)  # periodic Hann
+    frames = np.lib.stride_tricks.sliding_window_view(x, 400)[::160]  # 3001 frames
+    spec = np.fft.rfft(frames * window, axis=1).astype(np.complex64)
+    power = np.abs(spec, dtype=np.float64) ** 2  # [3001, 201]
+    mel = np.maximum(1e-10, filters.T @ power.T)  # [n_mels, 3001]
+    logm = np.log10(mel).astype(np.float32)[:, :-1]
+    logm = np.maximum(logm, logm.max() - np.float32(8.0))
+    return (logm + np.float32(4.0)) / np.float32(4.0)
+
+
+def resample_ref_f64(y, orig=8000, new=16000, width_zc=6, rolloff=0.99):
+    """torchaudio sinc_interp_hann resample written out in float64."""
+    g = math.gcd(orig, new)
+    o, nw = orig // g, new // g
+    base = min(o, nw) * rolloff
+    width = math.ceil(width_zc * o / base)
+    idx = np.arange(-width, width + o, dtype=np.float64) / o
+    t = (np.arange(0, -nw, -1, dtype=np.float64)[:, None] / nw + idx[None, :]) * base
+    t = np.clip(t, -width_zc, width_zc)
+    win = np.cos(t * math.pi / width_zc / 2) ** 2
+    t = t * math.pi
+    with np.errstate(invalid="ignore", divide="ignore"):
+        k = np.where(t == 0, 1.0, np.sin(t) / t)
+    k = k * win * (base / o)  # [nw, 2*width + o]
+    xp = np.concatenate([np.zeros(width), y.astype(np.float64), np.zeros(width + o)])
+    n_blocks = (len(xp) - k.shape[1]) // o + 1
+    out = np.empty((n_blocks, nw))
+    for j in range(nw):
+        out[:, j] = np.convolve(xp, k[j][::-1], mode="valid")[::o][:n_blocks]
+    return out.reshape(-1)[: math.ceil(nw * len(y) / o)]
+
+
 # ---------------------------------------------------------------------------
 # Silero VAD
 
@@ -315,7 +378,11 @@ def main():
     fe80 = WhisperFeatureExtractor(feature_size=80)
     fe128 = WhisperFeatureExtractor(feature_size=128)
     tensors = {"mel_filters_80": fe80.mel_filters.astype(np.float64)}  # [201, 80]
-    meta = {"files": {}}
+    meta = {"files": {}, "self_check": {}}
+    for nm, fe in ((80, fe80), (128, fe128)):
+        own = slaney_mel_filters(nm)
+        meta["self_check"][f"mel_filters_{nm}_max_abs_diff_vs_formula"] = float(np.abs(own - fe.mel_filters).max())
+    worst = 0.0
     for p in PS_FILES:
         y = waves[p][0]
         feats = whisper_numpy(fe80, y)
@@ -324,12 +391,14 @@ def main():
         tensors[f"80/{p}"] = f32(feats[:, :k])
         tensors[f"80_col2999/{p}"] = f32(feats[:, 2999])
         tfeats = whisper_default(fe80, y)
+        worst = max(worst, float(np.abs(whisper_ref(y, fe80.mel_filters).astype(np.float64) - feats).max()))
         meta["files"][p] = {
             "n_samples": int(len(y)),
             "frames_stored": k,
             "torch_path_max_abs_diff": float(np.abs(tfeats.astype(np.float64) - feats).max()),
             "col2999_unique": sorted(set(float(v) for v in feats[:, 2999])),
         }
+    meta["self_check"]["whisper_numpy_path_max_abs_diff_vs_writeup"] = worst
     y = waves[PS_FILES[0]][0]
     tensors[f"80_torch_path/{PS_FILES[0]}"] = f32(whisper_default(fe80, y)[:, : n_keep(len(y))])
     y = waves[WHISPER_128_FILE][0]
@@ -364,10 +433,18 @@ def main():
         y16 = AF.resample(torch.from_numpy(y)[None], 8000, 16000)[0].numpy()
         assert y16.dtype == np.float32 and len(y16) == 2 * len(y)
         rs[f"resampled/{p}"] = f32(y16)
+        ref64 = resample_ref_f64(y)
+        assert len(ref64) == len(y16)
+        rs_diff = float(np.abs(ref64 - y16).max())
         feats = whisper_numpy(fe80, y16)
         tensors[f"80/{p}@16k"] = f32(feats[:, : n_keep(len(y16))])
         tensors[f"80_col2999/{p}@16k"] = f32(feats[:, 2999])
-        rs_meta[p] = {"n_in": int(len(y)), "n_out": int(len(y16)), "whisper_frames_stored": n_keep(len(y16))}
+        rs_meta[p] = {
+            "n_in": int(len(y)),
+            "n_out": int(len(y16)),
+            "whisper_frames_stored": n_keep(len(y16)),
+            "max_abs_diff_vs_float64_writeup": rs_diff,
+        }
     gcd = math.gcd(8000, 16000)
     kernel, width = AF.functional._get_sinc_resample_kernel(
         8000, 16000, gcd, 6, 0.99, "sinc_interp_hann", None, torch.device("cpu"), torch.float32

@@ -2,6 +2,7 @@
 //!
 //! Turns files into model-ready tensors for all six modalities, exactly as
 //! the reference preprocessing does.
+pub mod align;
 pub mod audio;
 pub mod check;
 pub mod error;
