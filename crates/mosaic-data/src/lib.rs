@@ -4,6 +4,7 @@
 //! the reference preprocessing does.
 pub mod align;
 pub mod audio;
+pub mod augment;
 pub mod check;
 pub mod error;
 pub mod image;
