@@ -13,14 +13,19 @@ tokenizers are then run with the Python `tokenizers` library
 Files:
   text/sentences.json                 {"real": [...], "extra": [...], "sources": {...}}
   text/unigram_tokenizer.json         trained Unigram (vocab 500)
-  text/clip_bpe_tokenizer.json        trained CLIP-style byte-level BPE (vocab 600)
+  text/clip_bpe_tokenizer.json        CLIP-layout byte-level BPE, 200 learned merges (vocab 714)
   text/expected_<name>.json           per tokenizer: plain encodes, padded batch, decodes
 """
 
 import gzip
+import json
 import os
 import re
 import sys
+from collections import Counter
+
+os.environ.setdefault("RAYON_NUM_THREADS", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from fixture_common import asset, out_dir, rel, sha256_file, versions, write_json  # noqa: E402
@@ -37,6 +42,7 @@ from tokenizers import (  # noqa: E402
 )
 
 MAX_LEN = 16
+CLIP_MERGES = 200
 
 EXTRA = [
     "",
@@ -88,32 +94,63 @@ def load_sentences():
 
 
 def train_unigram(sentences):
+    """tokenizers' UnigramTrainer, then canonicalised: the trainer is not
+    bit-reproducible (HashMap order: equal-score pieces swap places, scores
+    differ in the last ulp), so scores are rounded to 1e-6 and the non-special
+    pieces sorted by (-score, piece)."""
     tok = Tokenizer(models.Unigram())
     tok.normalizer = normalizers.NFKC()
-    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
-    tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
-    trainer = trainers.UnigramTrainer(
-        vocab_size=500,
-        special_tokens=["<pad>", "<unk>", "<s>", "</s>"],
-        unk_token="<unk>",
-        show_progress=False,
-    )
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="always")
+    tok.decoder = decoders.Metaspace(replacement="\u2581", prepend_scheme="always")
+    specials = ["<pad>", "<unk>", "<s>", "</s>"]
+    trainer = trainers.UnigramTrainer(vocab_size=500, special_tokens=specials, unk_token="<unk>", show_progress=False)
     tok.train_from_iterator(sentences, trainer)
-    tok.post_processor = processors.TemplateProcessing(
+    j = json.loads(tok.to_str())
+    vocab = j["model"]["vocab"]
+    assert [p for p, _ in vocab[:4]] == specials
+    rest = sorted(((p, round(sc, 6)) for p, sc in vocab[4:]), key=lambda x: (-x[1], x[0]))
+    unigram = models.Unigram([(p, float(sc)) for p, sc in vocab[:4]] + rest, unk_id=1, byte_fallback=False)
+    out = Tokenizer(unigram)
+    out.add_special_tokens(specials)
+    out.normalizer = tok.normalizer
+    out.pre_tokenizer = tok.pre_tokenizer
+    out.decoder = tok.decoder
+    out.post_processor = processors.TemplateProcessing(
         single="<s> $A </s>",
         pair="<s> $A </s> $B:1 </s>:1",
-        special_tokens=[("<s>", tok.token_to_id("<s>")), ("</s>", tok.token_to_id("</s>"))],
+        special_tokens=[("<s>", 2), ("</s>", 3)],
     )
-    return tok
+    return out
 
 
-def train_clip_bpe(sentences):
+def bytes_to_unicode():
+    """GPT-2 / CLIP byte -> printable character table, in CLIP's vocab order."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("\u00a1"), ord("\u00ac") + 1))
+    bs += list(range(ord("\u00ae"), ord("\u00ff") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return [chr(c) for c in cs]
+
+
+def train_clip_bpe(sentences, n_merges=CLIP_MERGES):
+    """CLIP-layout byte-level BPE: vocab = 256 byte chars, the same 256 with
+    "</w>", the learned merges, then <|startoftext|>, <|endoftext|>.
+
+    Merges are learned here (plain Python, deterministic): most frequent
+    adjacent pair over the pre-tokenized words, ties broken by the
+    lexicographically smallest (left, right) pair; pairs seen < 2 times stop.
+    tokenizers' own BpeTrainer is not reproducible run to run (HashMap order).
+    """
     sot, eot = "<|startoftext|>", "<|endoftext|>"
-    tok = Tokenizer(models.BPE(unk_token=eot, end_of_word_suffix="</w>", continuing_subword_prefix="", fuse_unk=False))
-    tok.normalizer = normalizers.Sequence(
+    normalizer = normalizers.Sequence(
         [normalizers.NFC(), normalizers.Replace(Regex(r"\s+"), " "), normalizers.Lowercase()]
     )
-    tok.pre_tokenizer = pre_tokenizers.Sequence(
+    pre = pre_tokenizers.Sequence(
         [
             pre_tokenizers.Split(
                 Regex(r"""'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""),
@@ -123,21 +160,59 @@ def train_clip_bpe(sentences):
             pre_tokenizers.ByteLevel(add_prefix_space=False),
         ]
     )
+    words = Counter()
+    for s in sentences:
+        for w, _ in pre.pre_tokenize_str(normalizer.normalize_str(s)):
+            words[w] += 1
+    corpus = {w: list(w[:-1]) + [w[-1] + "</w>"] for w in words}
+    merges = []
+    for _ in range(n_merges):
+        pairs = Counter()
+        for w, syms in corpus.items():
+            for a, b in zip(syms, syms[1:]):
+                pairs[(a, b)] += words[w]
+        if not pairs:
+            break
+        best = max(pairs.values())
+        if best < 2:
+            break
+        a, b = min(p for p, c in pairs.items() if c == best)
+        merges.append((a, b))
+        for w, syms in corpus.items():
+            i, out = 0, []
+            while i < len(syms):
+                if i + 1 < len(syms) and syms[i] == a and syms[i + 1] == b:
+                    out.append(a + b)
+                    i += 2
+                else:
+                    out.append(syms[i])
+                    i += 1
+            corpus[w] = out
+    base = bytes_to_unicode()
+    tokens = base + [c + "</w>" for c in base] + [a + b for a, b in merges] + [sot, eot]
+    vocab = {}
+    for t in tokens:
+        vocab.setdefault(t, len(vocab))  # a merge can equal an existing token; keep first id
+    tok = Tokenizer(
+        models.BPE(
+            vocab=vocab,
+            merges=merges,
+            unk_token=eot,
+            end_of_word_suffix="</w>",
+            continuing_subword_prefix="",
+            fuse_unk=False,
+        )
+    )
+    tok.add_special_tokens([sot, eot])
+    tok.normalizer = normalizer
+    tok.pre_tokenizer = pre
     # (decoders.Strip would drop the trailing space but panics on an empty
     # token list in tokenizers 0.23, e.g. decode([sot, eot], skip_special_tokens=True))
     tok.decoder = decoders.Sequence([decoders.Replace("</w>", " "), decoders.ByteLevel()])
-    trainer = trainers.BpeTrainer(
-        vocab_size=600,
-        special_tokens=[sot, eot],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        end_of_word_suffix="</w>",
-        show_progress=False,
-    )
-    tok.train_from_iterator(sentences, trainer)
     tok.post_processor = processors.TemplateProcessing(
         single=f"{sot} $A {eot}",
         pair=f"{sot} $A {eot} $B:1 {eot}:1",
-        special_tokens=[(sot, tok.token_to_id(sot)), (eot, tok.token_to_id(eot))],
+        special_tokens=[(sot, vocab[sot]), (eot, vocab[eot])],
     )
     return tok
 

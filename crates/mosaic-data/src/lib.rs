@@ -6,6 +6,7 @@ pub mod align;
 pub mod audio;
 pub mod augment;
 pub mod check;
+pub mod clean;
 pub mod error;
 pub mod image;
 pub mod import;
