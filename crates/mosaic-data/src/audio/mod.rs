@@ -4,6 +4,7 @@
 pub mod decode;
 pub mod features;
 pub mod resample;
+pub mod vad;
 
 pub use decode::{Audio, AudioLimits, decode_audio, load_audio};
 pub use features::{
