@@ -71,6 +71,7 @@ def save_tensors(path, tensors, metadata=None):
         assert v.dtype in (np.float32, np.float64, np.int64, np.uint8, np.int32), (k, v.dtype)
         clean[k] = v
     save_file(clean, path, metadata=metadata)
+    os.chmod(path, 0o644)  # save_file creates 0600 files
 
 
 def f32(x):

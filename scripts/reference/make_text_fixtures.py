@@ -108,7 +108,27 @@ def train_unigram(sentences):
     j = json.loads(tok.to_str())
     vocab = j["model"]["vocab"]
     assert [p for p, _ in vocab[:4]] == specials
-    rest = sorted(((p, round(sc, 6)) for p, sc in vocab[4:]), key=lambda x: (-x[1], x[0]))
+    body = [(p, sc) for p, sc in vocab[4:]]
+    # The trainer appends characters it must keep with scores min - k * 1e-4 in
+    # HashSet order: give that tail its scores in code-point order instead.
+    best = (0, 0)
+    i = 0
+    while i < len(body):
+        j = i
+        while (
+            j + 1 < len(body)
+            and len(body[j][0]) == 1
+            and len(body[j + 1][0]) == 1
+            and abs((body[j][1] - body[j + 1][1]) - 1e-4) < 1e-7
+        ):
+            j += 1
+        if j + 1 - i > best[1] - best[0]:
+            best = (i, j + 1)
+        i = j + 1
+    a, b = best
+    if b - a >= 3:
+        body[a:b] = list(zip(sorted(p for p, _ in body[a:b]), [sc for _, sc in body[a:b]]))
+    rest = sorted(((p, round(sc, 6)) for p, sc in body), key=lambda x: (-x[1], x[0]))
     unigram = models.Unigram([(p, float(sc)) for p, sc in vocab[:4]] + rest, unk_id=1, byte_fallback=False)
     out = Tokenizer(unigram)
     out.add_special_tokens(specials)
@@ -206,9 +226,11 @@ def train_clip_bpe(sentences, n_merges=CLIP_MERGES):
     tok.add_special_tokens([sot, eot])
     tok.normalizer = normalizer
     tok.pre_tokenizer = pre
-    # (decoders.Strip would drop the trailing space but panics on an empty
-    # token list in tokenizers 0.23, e.g. decode([sot, eot], skip_special_tokens=True))
-    tok.decoder = decoders.Sequence([decoders.Replace("</w>", " "), decoders.ByteLevel()])
+    # ByteLevel must come first: it joins all tokens before UTF-8 decoding, while
+    # Replace-first would make it decode token by token and split multi-byte
+    # characters. (decoders.Strip would drop the trailing space but panics on an
+    # empty token list in tokenizers 0.23, e.g. decode([sot, eot], skip_special_tokens=True).)
+    tok.decoder = decoders.Sequence([decoders.ByteLevel(), decoders.Replace("</w>", " ")])
     tok.post_processor = processors.TemplateProcessing(
         single=f"{sot} $A {eot}",
         pair=f"{sot} $A {eot} $B:1 {eot}:1",

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Create/refresh the reference venv (.venv-ref at the repo root) used to write
-# PyTorch fixture files with real torch. Idempotent: reruns are quick no-ops once
-# everything pinned in requirements.txt is installed.
+# fixture files with real torch (requirements.txt) and the data-pipeline
+# references for mosaic-data: transformers image processors / Whisper features,
+# tokenizers, torchaudio, librosa, Silero VAD (requirements-data.txt).
+# Idempotent: reruns are quick no-ops once everything pinned is installed.
 #
 # Usage: scripts/reference/setup-venv.sh [VENV_DIR]
-# Needs python3 (3.11 tested) and PyPI access. Disk: ~6 GB (see requirements.txt
+# Needs python3 (3.11 tested) and PyPI access. Disk: ~7 GB (see requirements.txt
 # for why the nvidia-* wheels are needed). Not used by the Rust build or CI.
 set -euo pipefail
 
@@ -18,13 +20,31 @@ if [[ ! -x "$venv/bin/python" ]]; then
 fi
 
 # --no-deps: install exactly the pinned set, so pip never pulls triton or other
-# CUDA extras that torch's metadata asks for.
+# CUDA extras that torch's metadata asks for, and never swaps torch for another
+# version to satisfy torchaudio/torchvision/transformers. Both files together
+# are the full closure (checked below with pip check).
 "$venv/bin/python" -m pip install --disable-pip-version-check -q --no-deps \
-    -r "$here/requirements.txt"
+    -r "$here/requirements.txt" -r "$here/requirements-data.txt"
+
+# The only unmet requirements allowed are the two torch deps we skip on purpose.
+unmet="$("$venv/bin/python" -m pip check --disable-pip-version-check 2>&1 \
+    | grep -v -E '^torch [^ ]+ requires (triton|nvidia-nvtx-cu12), which is not installed\.$' \
+    | grep -v -E '^No broken requirements found\.$' || true)"
+if [[ -n "$unmet" ]]; then
+    echo "pip check found unmet requirements:" >&2
+    echo "$unmet" >&2
+    exit 1
+fi
 
 "$venv/bin/python" - <<'PY'
 import torch, numpy, safetensors
 t = torch.zeros(2)
 assert t.tolist() == [0.0, 0.0]
 print(f"ok: torch {torch.__version__}, numpy {numpy.__version__}, safetensors {safetensors.__version__}")
+import PIL, librosa, soundfile, tokenizers, torchaudio, torchvision, transformers, silero_vad
+from transformers import CLIPImageProcessorPil, WhisperFeatureExtractor
+assert torchaudio.__version__.startswith(torch.__version__.split("+")[0])
+print(f"ok: transformers {transformers.__version__}, tokenizers {tokenizers.__version__}, "
+      f"pillow {PIL.__version__}, torchaudio {torchaudio.__version__}, librosa {librosa.__version__}, "
+      f"silero-vad {silero_vad.__version__}")
 PY

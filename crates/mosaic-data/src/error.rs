@@ -75,10 +75,13 @@ impl Error {
         what: &'static str,
         message: impl Into<String>,
     ) -> Self {
+        // Third-party decoders sometimes put line breaks in their messages;
+        // ours are one line so a report has one line per bad input.
+        let message: String = message.into();
         Error::Decode {
             input: input.into(),
             what,
-            message: message.into(),
+            message: message.split_whitespace().collect::<Vec<_>>().join(" "),
         }
     }
 
@@ -132,4 +135,20 @@ pub fn read_limited(path: &std::path::Path, limit: u64) -> Result<Vec<u8>> {
     let mut buf = Vec::with_capacity(len as usize);
     file.take(limit + 1).read_to_end(&mut buf).at(path)?;
     Ok(buf)
+}
+
+/// Runs a third-party decoder, turning a panic inside it into a decode
+/// error: a malformed file must never take the process down.
+pub(crate) fn guard<T>(input: &str, what: &'static str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(r) => r,
+        Err(p) => {
+            let msg = p
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| p.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            Err(Error::decode(input, what, format!("decoder failed: {msg}")))
+        }
+    }
 }

@@ -83,6 +83,15 @@ pub fn decode_audio(
     extension: Option<&str>,
     limits: &AudioLimits,
 ) -> Result<Audio> {
+    crate::error::guard(name, "audio", || decode_audio_inner(bytes, name, extension, limits))
+}
+
+fn decode_audio_inner(
+    bytes: Vec<u8>,
+    name: &str,
+    extension: Option<&str>,
+    limits: &AudioLimits,
+) -> Result<Audio> {
     let err = |m: String| Error::decode(name, "audio", m);
     if bytes.is_empty() {
         return Err(err("the file is empty".into()));

@@ -72,6 +72,10 @@ pub fn decode_image(bytes: &[u8], name: &str, options: &DecodeOptions) -> Result
 
 /// Decodes into whatever pixel type the file has (after orientation).
 pub fn decode_dynamic(bytes: &[u8], name: &str, options: &DecodeOptions) -> Result<DynamicImage> {
+    crate::error::guard(name, "image", || decode_dynamic_inner(bytes, name, options))
+}
+
+fn decode_dynamic_inner(bytes: &[u8], name: &str, options: &DecodeOptions) -> Result<DynamicImage> {
     let err = |m: String| Error::decode(name, "image", m);
     if bytes.is_empty() {
         return Err(err("the file is empty".into()));
