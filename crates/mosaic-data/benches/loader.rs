@@ -17,11 +17,20 @@ fn main() {
     let home = mosaic_core::assets::AssetStore::default_home().expect("MOSAIC_HOME");
     let manifest = home.join("datasets/fashion-mnist/manifest.jsonl");
     if !manifest.is_file() {
-        eprintln!("{} is missing: run `mosaic data import fashion-mnist` first", manifest.display());
+        eprintln!(
+            "{} is missing: run `mosaic data import fashion-mnist` first",
+            manifest.display()
+        );
         std::process::exit(1);
     }
-    let workers: usize = std::env::var("BENCH_WORKERS").ok().and_then(|v| v.parse().ok()).unwrap_or(2);
-    let batch: usize = std::env::var("BENCH_BATCH").ok().and_then(|v| v.parse().ok()).unwrap_or(256);
+    let workers: usize = std::env::var("BENCH_WORKERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2);
+    let batch: usize = std::env::var("BENCH_BATCH")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(256);
     let pipeline = Pipeline {
         image: Some(ImageProcessor {
             resize: None,
@@ -32,7 +41,13 @@ fn main() {
         }),
         ..Default::default()
     };
-    let cfg = LoaderConfig { batch_size: batch, shuffle_buffer: 10_000, seed: 0, num_workers: workers, ..Default::default() };
+    let cfg = LoaderConfig {
+        batch_size: batch,
+        shuffle_buffer: 10_000,
+        seed: 0,
+        num_workers: workers,
+        ..Default::default()
+    };
     let loader = Loader::new(Source::manifest(&manifest), pipeline, cfg).expect("loader");
     for epoch in 0..2 {
         let t = Instant::now();

@@ -25,12 +25,22 @@ pub fn parse_timestamp(s: &str) -> Option<f64> {
     Some(h as f64 * 3600.0 + m as f64 * 60.0 + secs)
 }
 
-/// Parses subtitles, choosing SRT or WebVTT by content. Cue text keeps its
-/// line breaks as `\n`; WebVTT tags like `<i>` are removed.
+/// Parses subtitles, choosing SRT or WebVTT by content. Cue text is kept
+/// verbatim (markup such as `<i>` included; see [`strip_tags`]), its lines
+/// joined with `\n`.
 pub fn parse_subtitles(text: &str, name: &str) -> Result<Vec<TimeSpan>> {
-    let text = text.trim_start_matches('\u{feff}').replace("\r\n", "\n").replace('\r', "\n");
+    let text = text
+        .trim_start_matches('\u{feff}')
+        .replace("\r\n", "\n")
+        .replace('\r', "\n");
     let vtt = text.starts_with("WEBVTT");
-    let err = |line: usize, m: &str| Error::decode(format!("{name}:{line}"), if vtt { "WebVTT" } else { "SRT" }, m.to_string());
+    let err = |line: usize, m: &str| {
+        Error::decode(
+            format!("{name}:{line}"),
+            if vtt { "WebVTT" } else { "SRT" },
+            m.to_string(),
+        )
+    };
     let lines: Vec<&str> = text.lines().collect();
     let mut cues = Vec::new();
     let mut i = 0;
@@ -48,7 +58,11 @@ pub fn parse_subtitles(text: &str, name: &str) -> Result<Vec<TimeSpan>> {
         // A block: optional identifier line, then the timing line.
         let mut timing = i;
         if !lines[i].contains("-->") {
-            if vtt && (lines[i].starts_with("NOTE") || lines[i].starts_with("STYLE") || lines[i].starts_with("REGION")) {
+            if vtt
+                && (lines[i].starts_with("NOTE")
+                    || lines[i].starts_with("STYLE")
+                    || lines[i].starts_with("REGION"))
+            {
                 while i < lines.len() && !lines[i].trim().is_empty() {
                     i += 1;
                 }
@@ -61,24 +75,31 @@ pub fn parse_subtitles(text: &str, name: &str) -> Result<Vec<TimeSpan>> {
         };
         let (a, b) = tl.split_once("-->").unwrap();
         let b = b.split_whitespace().next().unwrap_or("");
-        let start = parse_timestamp(a).ok_or_else(|| err(timing + 1, &format!("bad start time `{}`", a.trim())))?;
-        let end = parse_timestamp(b).ok_or_else(|| err(timing + 1, &format!("bad end time `{b}`")))?;
+        let start = parse_timestamp(a)
+            .ok_or_else(|| err(timing + 1, &format!("bad start time `{}`", a.trim())))?;
+        let end =
+            parse_timestamp(b).ok_or_else(|| err(timing + 1, &format!("bad end time `{b}`")))?;
         if end < start {
             return Err(err(timing + 1, "cue ends before it starts"));
         }
         let mut j = timing + 1;
         let mut body = Vec::new();
         while j < lines.len() && !lines[j].trim().is_empty() {
-            body.push(strip_tags(lines[j]));
+            body.push(lines[j].trim_end());
             j += 1;
         }
-        cues.push(TimeSpan { start, end, text: Some(body.join("\n")) });
+        cues.push(TimeSpan {
+            start,
+            end,
+            text: Some(body.join("\n")),
+        });
         i = j;
     }
     Ok(cues)
 }
 
-fn strip_tags(s: &str) -> String {
+/// Removes `<...>` markup (WebVTT voice/class tags, SRT `<i>`/`<b>`).
+pub fn strip_tags(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     let mut in_tag = false;
     for c in s.chars() {
@@ -95,13 +116,23 @@ fn strip_tags(s: &str) -> String {
 /// Reads an `.srt` or `.vtt` file.
 pub fn load_subtitles(path: &Path) -> Result<Vec<TimeSpan>> {
     let bytes = crate::error::read_limited(path, 64 << 20)?;
-    let text = String::from_utf8(bytes).map_err(|e| Error::decode(path.display().to_string(), "subtitles", format!("invalid UTF-8 at byte {}", e.utf8_error().valid_up_to())))?;
+    let text = String::from_utf8(bytes).map_err(|e| {
+        Error::decode(
+            path.display().to_string(),
+            "subtitles",
+            format!("invalid UTF-8 at byte {}", e.utf8_error().valid_up_to()),
+        )
+    })?;
     parse_subtitles(&text, &path.display().to_string())
 }
 
 /// For each frame time, the index of the cue shown at that time (start ≤ t
 /// < end), else the nearest cue within `tolerance` seconds, else `None`.
-pub fn cues_for_frames(cues: &[TimeSpan], frame_times: &[f64], tolerance: f64) -> Vec<Option<usize>> {
+pub fn cues_for_frames(
+    cues: &[TimeSpan],
+    frame_times: &[f64],
+    tolerance: f64,
+) -> Vec<Option<usize>> {
     frame_times
         .iter()
         .map(|&t| {
@@ -151,11 +182,24 @@ pub struct DtwResult {
 /// Euclidean distances between the columns of `x` (`[d][n]`) and `y` (`[d][m]`).
 pub fn euclidean_cost(x: &[Vec<f64>], y: &[Vec<f64>]) -> Result<Vec<Vec<f64>>> {
     if x.len() != y.len() || x.is_empty() {
-        return Err(Error::invalid("DTW features", format!("feature dimensions differ: {} vs {}", x.len(), y.len())));
+        return Err(Error::invalid(
+            "DTW features",
+            format!("feature dimensions differ: {} vs {}", x.len(), y.len()),
+        ));
     }
     let (n, m) = (x[0].len(), y[0].len());
     Ok((0..n)
-        .map(|i| (0..m).map(|j| x.iter().zip(y).map(|(a, b)| (a[i] - b[j]).powi(2)).sum::<f64>().sqrt()).collect())
+        .map(|i| {
+            (0..m)
+                .map(|j| {
+                    x.iter()
+                        .zip(y)
+                        .map(|(a, b)| (a[i] - b[j]).powi(2))
+                        .sum::<f64>()
+                        .sqrt()
+                })
+                .collect()
+        })
         .collect())
 }
 
@@ -166,7 +210,10 @@ pub fn dtw(c: &[Vec<f64>], band_rad: Option<f64>) -> Result<DtwResult> {
     let n = c.len();
     let m = c.first().map(|r| r.len()).unwrap_or(0);
     if n == 0 || m == 0 || c.iter().any(|r| r.len() != m) {
-        return Err(Error::invalid("DTW cost matrix", "must be a non-empty rectangle"));
+        return Err(Error::invalid(
+            "DTW cost matrix",
+            "must be a non-empty rectangle",
+        ));
     }
     if c.iter().flatten().any(|v| v.is_nan()) {
         return Err(Error::invalid("DTW cost matrix", "contains NaN"));
@@ -180,7 +227,11 @@ pub fn dtw(c: &[Vec<f64>], band_rad: Option<f64>) -> Result<DtwResult> {
         for (i, row) in c.iter_mut().enumerate() {
             for (j, v) in row.iter_mut().enumerate() {
                 let d = j as i64 - i as i64;
-                let outside = if n < m { d >= radius + offset || d <= -radius } else { d >= radius || d <= -radius - offset };
+                let outside = if n < m {
+                    d >= radius + offset || d <= -radius
+                } else {
+                    d >= radius || d <= -radius - offset
+                };
                 if outside {
                     *v = f64::INFINITY;
                 }
@@ -219,7 +270,11 @@ pub fn dtw(c: &[Vec<f64>], band_rad: Option<f64>) -> Result<DtwResult> {
     }
     path.reverse();
     let cost = d[n - 1][m - 1];
-    Ok(DtwResult { cost_matrix: d, path, cost })
+    Ok(DtwResult {
+        cost_matrix: d,
+        path,
+        cost,
+    })
 }
 
 #[cfg(test)]
@@ -236,20 +291,44 @@ mod tests {
         let vtt = "WEBVTT\n\nNOTE a comment\n\nintro\n00:01.000 --> 00:02.000 align:start\n<v Bob>Hi</v>\n\n00:00:02.000 --> 00:00:03.250\nThere\n";
         let v = parse_subtitles(vtt, "a.vtt").unwrap();
         assert_eq!(v.len(), 2);
-        assert_eq!(v[0].text.as_deref(), Some("Hi"));
+        assert_eq!(strip_tags(v[0].text.as_deref().unwrap()), "Hi");
         assert_eq!(v[1].end, 3.25);
-        let e = parse_subtitles("1\n00:00:01,000 --> xx\nHi\n", "b.srt").unwrap_err().to_string();
+        let e = parse_subtitles("1\n00:00:01,000 --> xx\nHi\n", "b.srt")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("b.srt:2"), "{e}");
     }
 
     #[test]
     fn cue_matching() {
         let cues = vec![
-            TimeSpan { start: 0.0, end: 1.0, text: None },
-            TimeSpan { start: 2.0, end: 3.0, text: None },
+            TimeSpan {
+                start: 0.0,
+                end: 1.0,
+                text: None,
+            },
+            TimeSpan {
+                start: 2.0,
+                end: 3.0,
+                text: None,
+            },
         ];
-        assert_eq!(cues_for_frames(&cues, &[0.5, 1.1, 1.6, 5.0], 0.5), vec![Some(0), Some(0), Some(1), None]);
-        let segs = vec![TimeSpan { start: 0.8, end: 2.5, text: None }, TimeSpan { start: 4.0, end: 5.0, text: None }];
+        assert_eq!(
+            cues_for_frames(&cues, &[0.5, 1.1, 1.6, 5.0], 0.5),
+            vec![Some(0), Some(0), Some(1), None]
+        );
+        let segs = vec![
+            TimeSpan {
+                start: 0.8,
+                end: 2.5,
+                text: None,
+            },
+            TimeSpan {
+                start: 4.0,
+                end: 5.0,
+                text: None,
+            },
+        ];
         assert_eq!(cues_for_segments(&cues, &segs), vec![Some(1), None]);
     }
 

@@ -15,7 +15,13 @@ pub type AugRng = rand_chacha::ChaCha8Rng;
 
 /// `torchvision.transforms.RandomResizedCrop`: a crop covering `scale` of
 /// the area with aspect ratio in `ratio` (log-uniform), resized to `size`.
-pub fn random_resized_crop(img: &RgbImage, size: (u32, u32), scale: (f64, f64), ratio: (f64, f64), rng: &mut AugRng) -> Result<RgbImage> {
+pub fn random_resized_crop(
+    img: &RgbImage,
+    size: (u32, u32),
+    scale: (f64, f64),
+    ratio: (f64, f64),
+    rng: &mut AugRng,
+) -> Result<RgbImage> {
     let (w, h) = (img.width() as f64, img.height() as f64);
     let area = w * h;
     let (lr0, lr1) = (ratio.0.ln(), ratio.1.ln());
@@ -42,16 +48,33 @@ pub fn random_resized_crop(img: &RgbImage, size: (u32, u32), scale: (f64, f64), 
         } else {
             (w, h)
         };
-        (((w - cw) / 2.0) as u32, ((h - ch) / 2.0) as u32, cw as u32, ch as u32)
+        (
+            ((w - cw) / 2.0) as u32,
+            ((h - ch) / 2.0) as u32,
+            cw as u32,
+            ch as u32,
+        )
     });
     let sub = image::imageops::crop_imm(img, x, y, cw, ch).to_image();
-    let px = resize_u8(sub.as_raw(), cw as usize, ch as usize, 3, size.0 as usize, size.1 as usize, Filter::Bilinear)?;
+    let px = resize_u8(
+        sub.as_raw(),
+        cw as usize,
+        ch as usize,
+        3,
+        size.0 as usize,
+        size.1 as usize,
+        Filter::Bilinear,
+    )?;
     Ok(RgbImage::from_raw(size.0, size.1, px).expect("sized"))
 }
 
 /// Mirrors left–right with probability `p`.
 pub fn random_horizontal_flip(img: &RgbImage, p: f64, rng: &mut AugRng) -> RgbImage {
-    if rng.random_bool(p.clamp(0.0, 1.0)) { image::imageops::flip_horizontal(img) } else { img.clone() }
+    if rng.random_bool(p.clamp(0.0, 1.0)) {
+        image::imageops::flip_horizontal(img)
+    } else {
+        img.clone()
+    }
 }
 
 /// Rotates by a uniform angle in `[-max_degrees, max_degrees]` about the
@@ -76,7 +99,10 @@ pub fn rotate(img: &RgbImage, degrees: f64) -> RgbImage {
             continue;
         }
         let (x0, y0) = (sx.floor() as u32, sy.floor() as u32);
-        let (x1, y1) = ((x0 + 1).min(img.width() - 1), (y0 + 1).min(img.height() - 1));
+        let (x1, y1) = (
+            (x0 + 1).min(img.width() - 1),
+            (y0 + 1).min(img.height() - 1),
+        );
         let (fx, fy) = (sx - x0 as f64, sy - y0 as f64);
         for ch in 0..3 {
             let v = img.get_pixel(x0, y0)[ch] as f64 * (1.0 - fx) * (1.0 - fy)
@@ -111,12 +137,32 @@ impl ColorJitter {
     /// Applies the jitter (brightness, contrast, saturation, hue, in that order).
     pub fn apply(&self, img: &RgbImage, rng: &mut AugRng) -> Result<RgbImage> {
         if !(0.0..=0.5).contains(&self.hue) {
-            return Err(Error::invalid("color jitter hue", format!("{} is outside [0, 0.5]", self.hue)));
+            return Err(Error::invalid(
+                "color jitter hue",
+                format!("{} is outside [0, 0.5]", self.hue),
+            ));
         }
-        let mut factor = |s: f64| if s > 0.0 { rng.random_range((1.0 - s).max(0.0)..=1.0 + s) } else { 1.0 };
-        let (b, c, s) = (factor(self.brightness), factor(self.contrast), factor(self.saturation));
-        let hshift = if self.hue > 0.0 { rng.random_range(-self.hue..=self.hue) } else { 0.0 };
-        let mut px: Vec<[f64; 3]> = img.pixels().map(|p| [p[0] as f64, p[1] as f64, p[2] as f64]).collect();
+        let mut factor = |s: f64| {
+            if s > 0.0 {
+                rng.random_range((1.0 - s).max(0.0)..=1.0 + s)
+            } else {
+                1.0
+            }
+        };
+        let (b, c, s) = (
+            factor(self.brightness),
+            factor(self.contrast),
+            factor(self.saturation),
+        );
+        let hshift = if self.hue > 0.0 {
+            rng.random_range(-self.hue..=self.hue)
+        } else {
+            0.0
+        };
+        let mut px: Vec<[f64; 3]> = img
+            .pixels()
+            .map(|p| [p[0] as f64, p[1] as f64, p[2] as f64])
+            .collect();
         let clamp = |v: f64| v.clamp(0.0, 255.0);
         for p in px.iter_mut() {
             *p = p.map(|v| clamp(v * b));
@@ -175,7 +221,11 @@ pub fn token_dropout(text: &str, p: f64, rng: &mut AugRng) -> String {
     if words.is_empty() {
         return String::new();
     }
-    let mut kept: Vec<&str> = words.iter().copied().filter(|_| !rng.random_bool(p.clamp(0.0, 1.0))).collect();
+    let mut kept: Vec<&str> = words
+        .iter()
+        .copied()
+        .filter(|_| !rng.random_bool(p.clamp(0.0, 1.0)))
+        .collect();
     if kept.is_empty() {
         kept.push(words[rng.random_range(0..words.len())]);
     }
@@ -184,7 +234,12 @@ pub fn token_dropout(text: &str, p: f64, rng: &mut AugRng) -> String {
 
 /// Replaces words found in `synonyms` (lower-cased lookup) with a random
 /// synonym, each with probability `p`. Punctuation around a word is kept.
-pub fn synonym_swap(text: &str, synonyms: &HashMap<String, Vec<String>>, p: f64, rng: &mut AugRng) -> String {
+pub fn synonym_swap(
+    text: &str,
+    synonyms: &HashMap<String, Vec<String>>,
+    p: f64,
+    rng: &mut AugRng,
+) -> String {
     text.split_whitespace()
         .map(|w| {
             let core = w.trim_matches(|c: char| !c.is_alphanumeric());
@@ -205,7 +260,11 @@ pub fn synonym_swap(text: &str, synonyms: &HashMap<String, Vec<String>>, p: f64,
 pub fn parse_synonyms(text: &str) -> HashMap<String, Vec<String>> {
     let mut map: HashMap<String, Vec<String>> = HashMap::new();
     for line in text.lines() {
-        let words: Vec<String> = line.split(',').map(|w| w.trim().to_lowercase()).filter(|w| !w.is_empty()).collect();
+        let words: Vec<String> = line
+            .split(',')
+            .map(|w| w.trim().to_lowercase())
+            .filter(|w| !w.is_empty())
+            .collect();
         for w in &words {
             let e = map.entry(w.clone()).or_default();
             for o in &words {
@@ -220,7 +279,8 @@ pub fn parse_synonyms(text: &str) -> HashMap<String, Vec<String>> {
 
 /// Adds white Gaussian noise so the signal-to-noise ratio is `snr_db`.
 pub fn add_noise(signal: &[f32], snr_db: f64, rng: &mut AugRng) -> Vec<f32> {
-    let power = signal.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() / signal.len().max(1) as f64;
+    let power =
+        signal.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() / signal.len().max(1) as f64;
     let noise_std = (power / 10f64.powf(snr_db / 10.0)).sqrt();
     signal
         .iter()
@@ -236,18 +296,26 @@ pub fn add_noise(signal: &[f32], snr_db: f64, rng: &mut AugRng) -> Vec<f32> {
 pub fn time_shift(signal: &[f32], max_shift: usize, rng: &mut AugRng) -> Vec<f32> {
     let s = rng.random_range(-(max_shift as i64)..=max_shift as i64);
     let n = signal.len() as i64;
-    (0..n).map(|i| {
-        let j = i - s;
-        if j >= 0 && j < n { signal[j as usize] } else { 0.0 }
-    })
-    .collect()
+    (0..n)
+        .map(|i| {
+            let j = i - s;
+            if j >= 0 && j < n {
+                signal[j as usize]
+            } else {
+                0.0
+            }
+        })
+        .collect()
 }
 
 /// Changes speed (and pitch) by `factor` (> 1 = faster, shorter) by
 /// band-limited resampling.
 pub fn speed(signal: &[f32], sample_rate: u32, factor: f64) -> Result<Vec<f32>> {
     if !(factor > 0.1 && factor < 10.0) {
-        return Err(Error::invalid("speed factor", format!("{factor} is outside (0.1, 10)")));
+        return Err(Error::invalid(
+            "speed factor",
+            format!("{factor} is outside (0.1, 10)"),
+        ));
     }
     // Playing `factor` times faster = resampling from rate*factor to rate.
     // Rates are rounded to 100 Hz so the polyphase filter stays small.
@@ -260,9 +328,21 @@ pub fn speed(signal: &[f32], sample_rate: u32, factor: f64) -> Result<Vec<f32>> 
 /// `freq_masks` bands of at most `freq_width` mel bins and `time_masks`
 /// spans of at most `time_width` frames are set to `fill`.
 #[allow(clippy::too_many_arguments)]
-pub fn spec_augment(feats: &mut [f32], n_mels: usize, freq_masks: usize, freq_width: usize, time_masks: usize, time_width: usize, fill: f32, rng: &mut AugRng) -> Result<()> {
+pub fn spec_augment(
+    feats: &mut [f32],
+    n_mels: usize,
+    freq_masks: usize,
+    freq_width: usize,
+    time_masks: usize,
+    time_width: usize,
+    fill: f32,
+    rng: &mut AugRng,
+) -> Result<()> {
     if n_mels == 0 || !feats.len().is_multiple_of(n_mels) {
-        return Err(Error::invalid("SpecAugment", format!("{} values are not [{n_mels}, T]", feats.len())));
+        return Err(Error::invalid(
+            "SpecAugment",
+            format!("{} values are not [{n_mels}, T]", feats.len()),
+        ));
     }
     let frames = feats.len() / n_mels;
     for _ in 0..freq_masks {
@@ -292,13 +372,29 @@ mod tests {
     }
 
     fn test_img() -> RgbImage {
-        RgbImage::from_fn(40, 30, |x, y| image::Rgb([(x * 6) as u8, (y * 8) as u8, 100]))
+        RgbImage::from_fn(40, 30, |x, y| {
+            image::Rgb([(x * 6) as u8, (y * 8) as u8, 100])
+        })
     }
 
     #[test]
     fn image_augs_are_seeded_and_sized() {
-        let a = random_resized_crop(&test_img(), (16, 16), (0.08, 1.0), (0.75, 4.0 / 3.0), &mut rng(1)).unwrap();
-        let b = random_resized_crop(&test_img(), (16, 16), (0.08, 1.0), (0.75, 4.0 / 3.0), &mut rng(1)).unwrap();
+        let a = random_resized_crop(
+            &test_img(),
+            (16, 16),
+            (0.08, 1.0),
+            (0.75, 4.0 / 3.0),
+            &mut rng(1),
+        )
+        .unwrap();
+        let b = random_resized_crop(
+            &test_img(),
+            (16, 16),
+            (0.08, 1.0),
+            (0.75, 4.0 / 3.0),
+            &mut rng(1),
+        )
+        .unwrap();
         assert_eq!(a, b);
         assert_eq!(a.dimensions(), (16, 16));
         let f = random_horizontal_flip(&test_img(), 1.0, &mut rng(0));
@@ -307,13 +403,32 @@ mod tests {
         assert_eq!(r, test_img());
         let r180 = rotate(&test_img(), 180.0);
         assert_eq!(r180.get_pixel(0, 0), test_img().get_pixel(39, 29));
-        let j = ColorJitter { brightness: 0.4, contrast: 0.4, saturation: 0.4, hue: 0.1 };
-        assert_eq!(j.apply(&test_img(), &mut rng(3)).unwrap(), j.apply(&test_img(), &mut rng(3)).unwrap());
+        let j = ColorJitter {
+            brightness: 0.4,
+            contrast: 0.4,
+            saturation: 0.4,
+            hue: 0.1,
+        };
+        assert_eq!(
+            j.apply(&test_img(), &mut rng(3)).unwrap(),
+            j.apply(&test_img(), &mut rng(3)).unwrap()
+        );
         assert_ne!(j.apply(&test_img(), &mut rng(3)).unwrap(), test_img());
-        assert!(ColorJitter { hue: 0.7, ..Default::default() }.apply(&test_img(), &mut rng(0)).is_err());
+        assert!(
+            ColorJitter {
+                hue: 0.7,
+                ..Default::default()
+            }
+            .apply(&test_img(), &mut rng(0))
+            .is_err()
+        );
         let (h, s, v) = rgb_to_hsv([200.0, 30.0, 90.0]);
         let back = hsv_to_rgb(h, s, v);
-        assert!((back[0] - 200.0).abs() < 1e-9 && (back[1] - 30.0).abs() < 1e-9 && (back[2] - 90.0).abs() < 1e-9);
+        assert!(
+            (back[0] - 200.0).abs() < 1e-9
+                && (back[1] - 30.0).abs() < 1e-9
+                && (back[2] - 90.0).abs() < 1e-9
+        );
     }
 
     #[test]
@@ -321,10 +436,18 @@ mod tests {
         let t = "a small red cat on the mat";
         let d = token_dropout(t, 0.5, &mut rng(2));
         assert!(d.split_whitespace().count() < 7 && !d.is_empty());
-        assert_eq!(token_dropout(t, 1.0, &mut rng(2)).split_whitespace().count(), 1);
+        assert_eq!(
+            token_dropout(t, 1.0, &mut rng(2))
+                .split_whitespace()
+                .count(),
+            1
+        );
         let syn = parse_synonyms("cat, kitty, feline\nsmall, little\n");
         let s = synonym_swap("A small cat.", &syn, 1.0, &mut rng(5));
-        assert!(s.starts_with("A little ") && s.ends_with('.') && !s.contains("cat"), "{s}");
+        assert!(
+            s.starts_with("A little ") && s.ends_with('.') && !s.contains("cat"),
+            "{s}"
+        );
     }
 
     #[test]
@@ -332,7 +455,11 @@ mod tests {
         let x: Vec<f32> = (0..16000).map(|i| (i as f32 * 0.05).sin()).collect();
         let y = add_noise(&x, 10.0, &mut rng(1));
         let ps: f64 = x.iter().map(|v| (*v as f64).powi(2)).sum();
-        let pn: f64 = x.iter().zip(&y).map(|(a, b)| ((*b - *a) as f64).powi(2)).sum();
+        let pn: f64 = x
+            .iter()
+            .zip(&y)
+            .map(|(a, b)| ((*b - *a) as f64).powi(2))
+            .sum();
         let snr = 10.0 * (ps / pn).log10();
         assert!((snr - 10.0).abs() < 0.3, "{snr}");
         let s = time_shift(&x, 100, &mut rng(4));

@@ -17,7 +17,9 @@ pub fn content_hash(bytes: &[u8]) -> String {
 
 /// Groups of ids whose keys are equal (exact duplicates), each group sorted,
 /// groups in order of first appearance.
-pub fn exact_duplicates<K: std::hash::Hash + Eq>(items: impl IntoIterator<Item = (String, K)>) -> Vec<Vec<String>> {
+pub fn exact_duplicates<K: std::hash::Hash + Eq>(
+    items: impl IntoIterator<Item = (String, K)>,
+) -> Vec<Vec<String>> {
     let mut groups: HashMap<K, Vec<String>> = HashMap::new();
     let mut order = Vec::new();
     for (id, k) in items {
@@ -37,17 +39,39 @@ pub fn exact_duplicates<K: std::hash::Hash + Eq>(items: impl IntoIterator<Item =
 pub fn phash(img: &RgbImage) -> Result<u64> {
     let (w, h) = (img.width() as usize, img.height() as usize);
     // PIL's "L" conversion: (299 R + 587 G + 114 B) / 1000, rounded.
-    let gray: Vec<u8> = img.pixels().map(|p| ((p[0] as u32 * 299 + p[1] as u32 * 587 + p[2] as u32 * 114 + 500) / 1000) as u8).collect();
+    let gray: Vec<u8> = img
+        .pixels()
+        .map(|p| ((p[0] as u32 * 299 + p[1] as u32 * 587 + p[2] as u32 * 114 + 500) / 1000) as u8)
+        .collect();
     let small = resize_u8(&gray, w, h, 1, 32, 32, Filter::Lanczos)?;
     let n = 32;
     let dct_1d = |v: &[f64]| -> Vec<f64> {
         (0..n)
-            .map(|k| 2.0 * (0..n).map(|i| v[i] * (std::f64::consts::PI * k as f64 * (2 * i + 1) as f64 / (2 * n) as f64).cos()).sum::<f64>())
+            .map(|k| {
+                2.0 * (0..n)
+                    .map(|i| {
+                        v[i] * (std::f64::consts::PI * k as f64 * (2 * i + 1) as f64
+                            / (2 * n) as f64)
+                            .cos()
+                    })
+                    .sum::<f64>()
+            })
             .collect()
     };
-    let rows: Vec<Vec<f64>> = (0..n).map(|y| dct_1d(&small[y * n..(y + 1) * n].iter().map(|&v| v as f64).collect::<Vec<_>>())).collect();
+    let rows: Vec<Vec<f64>> = (0..n)
+        .map(|y| {
+            dct_1d(
+                &small[y * n..(y + 1) * n]
+                    .iter()
+                    .map(|&v| v as f64)
+                    .collect::<Vec<_>>(),
+            )
+        })
+        .collect();
     let mut low = Vec::with_capacity(64);
-    let cols: Vec<Vec<f64>> = (0..8).map(|x| dct_1d(&(0..n).map(|y| rows[y][x]).collect::<Vec<_>>())).collect();
+    let cols: Vec<Vec<f64>> = (0..8)
+        .map(|x| dct_1d(&(0..n).map(|y| rows[y][x]).collect::<Vec<_>>()))
+        .collect();
     for y in 0..8 {
         for col in &cols {
             low.push(col[y]);
@@ -56,7 +80,13 @@ pub fn phash(img: &RgbImage) -> Result<u64> {
     let mut sorted = low.clone();
     sorted.sort_by(f64::total_cmp);
     let median = (sorted[31] + sorted[32]) / 2.0;
-    Ok(low.iter().enumerate().fold(0u64, |acc, (i, &v)| if v > median { acc | (1 << (63 - i)) } else { acc }))
+    Ok(low.iter().enumerate().fold(0u64, |acc, (i, &v)| {
+        if v > median {
+            acc | (1 << (63 - i))
+        } else {
+            acc
+        }
+    }))
 }
 
 /// Hamming distance of two 64-bit hashes.
@@ -104,21 +134,38 @@ pub struct MinHasher {
 
 impl Default for MinHasher {
     fn default() -> Self {
-        MinHasher { num_perm: 128, shingle: 5 }
+        MinHasher {
+            num_perm: 128,
+            shingle: 5,
+        }
     }
 }
 
 impl MinHasher {
     /// The signature of `text`.
     pub fn signature(&self, text: &str) -> Vec<u64> {
-        let norm: Vec<char> = text.to_lowercase().split_whitespace().collect::<Vec<_>>().join(" ").chars().collect();
+        let norm: Vec<char> = text
+            .to_lowercase()
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+            .chars()
+            .collect();
         let shingles: BTreeSet<String> = if norm.len() <= self.shingle {
             std::iter::once(norm.iter().collect()).collect()
         } else {
-            norm.windows(self.shingle).map(|w| w.iter().collect()).collect()
+            norm.windows(self.shingle)
+                .map(|w| w.iter().collect())
+                .collect()
         };
         (0..self.num_perm as u64)
-            .map(|seed| shingles.iter().map(|s| hash64(s.as_bytes(), seed)).min().unwrap_or(u64::MAX))
+            .map(|seed| {
+                shingles
+                    .iter()
+                    .map(|s| hash64(s.as_bytes(), seed))
+                    .min()
+                    .unwrap_or(u64::MAX)
+            })
             .collect()
     }
 
@@ -131,9 +178,17 @@ impl MinHasher {
     /// Pairs of texts with estimated Jaccard ≥ `threshold`, found with LSH
     /// banding (`bands` × rows = `num_perm`) and then checked on the full
     /// signature.
-    pub fn near_duplicates(&self, texts: &[&str], threshold: f64, bands: usize) -> Result<Vec<(usize, usize, f64)>> {
+    pub fn near_duplicates(
+        &self,
+        texts: &[&str],
+        threshold: f64,
+        bands: usize,
+    ) -> Result<Vec<(usize, usize, f64)>> {
         if bands == 0 || !self.num_perm.is_multiple_of(bands) {
-            return Err(Error::invalid("MinHash bands", format!("{bands} bands do not divide {} permutations", self.num_perm)));
+            return Err(Error::invalid(
+                "MinHash bands",
+                format!("{bands} bands do not divide {} permutations", self.num_perm),
+            ));
         }
         let rows = self.num_perm / bands;
         let sigs: Vec<Vec<u64>> = texts.iter().map(|t| self.signature(t)).collect();
@@ -141,7 +196,10 @@ impl MinHasher {
         for b in 0..bands {
             let mut buckets: HashMap<&[u64], Vec<usize>> = HashMap::new();
             for (i, s) in sigs.iter().enumerate() {
-                buckets.entry(&s[b * rows..(b + 1) * rows]).or_default().push(i);
+                buckets
+                    .entry(&s[b * rows..(b + 1) * rows])
+                    .or_default()
+                    .push(i);
             }
             for v in buckets.values().filter(|v| v.len() > 1) {
                 for x in 0..v.len() {
@@ -163,9 +221,19 @@ impl MinHasher {
 /// differences between adjacent mel bands across adjacent frames (the
 /// Haitsma–Kalker scheme), on 16 kHz mono audio.
 pub fn audio_fingerprint(samples_16k: &[f32]) -> Result<Vec<u32>> {
-    let cfg = crate::audio::MelConfig { n_fft: 2048, hop: 512, n_mels: 33, f_min: 300.0, f_max: Some(2000.0), ..crate::audio::MelConfig::librosa(16000) };
+    let cfg = crate::audio::MelConfig {
+        n_fft: 2048,
+        hop: 512,
+        n_mels: 33,
+        f_min: 300.0,
+        f_max: Some(2000.0),
+        ..crate::audio::MelConfig::librosa(16000)
+    };
     if samples_16k.len() < cfg.n_fft {
-        return Err(Error::invalid("audio fingerprint", "audio shorter than one 2048-sample frame"));
+        return Err(Error::invalid(
+            "audio fingerprint",
+            "audio shorter than one 2048-sample frame",
+        ));
     }
     let mel = crate::audio::mel_spectrogram(samples_16k, &cfg)?;
     let frames = mel[0].len();
@@ -226,16 +294,25 @@ impl Filters {
     pub fn check_image(&self, w: u32, h: u32) -> Option<String> {
         let (short, long) = (w.min(h), w.max(h));
         if self.min_side.is_some_and(|m| short < m) {
-            return Some(format!("image {w}x{h} has a side under {}", self.min_side.unwrap()));
+            return Some(format!(
+                "image {w}x{h} has a side under {}",
+                self.min_side.unwrap()
+            ));
         }
         if self.max_side.is_some_and(|m| long > m) {
-            return Some(format!("image {w}x{h} has a side over {}", self.max_side.unwrap()));
+            return Some(format!(
+                "image {w}x{h} has a side over {}",
+                self.max_side.unwrap()
+            ));
         }
         if let Some(a) = self.max_aspect
             && short > 0
             && long as f64 / short as f64 > a
         {
-            return Some(format!("image {w}x{h} aspect {:.2} over {a}", long as f64 / short as f64));
+            return Some(format!(
+                "image {w}x{h} aspect {:.2} over {a}",
+                long as f64 / short as f64
+            ));
         }
         None
     }
@@ -243,10 +320,16 @@ impl Filters {
     /// Why audio of `seconds` fails, if it does.
     pub fn check_duration(&self, seconds: f64) -> Option<String> {
         if self.min_seconds.is_some_and(|m| seconds < m) {
-            return Some(format!("{seconds:.2} s is shorter than {} s", self.min_seconds.unwrap()));
+            return Some(format!(
+                "{seconds:.2} s is shorter than {} s",
+                self.min_seconds.unwrap()
+            ));
         }
         if self.max_seconds.is_some_and(|m| seconds > m) {
-            return Some(format!("{seconds:.2} s is longer than {} s", self.max_seconds.unwrap()));
+            return Some(format!(
+                "{seconds:.2} s is longer than {} s",
+                self.max_seconds.unwrap()
+            ));
         }
         None
     }
@@ -255,10 +338,16 @@ impl Filters {
     pub fn check_caption(&self, caption: &str) -> Option<String> {
         let words = caption.split_whitespace().count();
         if self.min_words.is_some_and(|m| words < m) {
-            return Some(format!("caption has {words} words, under {}", self.min_words.unwrap()));
+            return Some(format!(
+                "caption has {words} words, under {}",
+                self.min_words.unwrap()
+            ));
         }
         if self.max_words.is_some_and(|m| words > m) {
-            return Some(format!("caption has {words} words, over {}", self.max_words.unwrap()));
+            return Some(format!(
+                "caption has {words} words, over {}",
+                self.max_words.unwrap()
+            ));
         }
         if let Some(why) = caption_problem(caption) {
             return Some(why);
@@ -279,19 +368,26 @@ pub fn caption_problem(caption: &str) -> Option<String> {
     if !t.chars().any(char::is_alphabetic) {
         return Some("caption has no letters".into());
     }
-    if t.split_whitespace().all(|w| w.starts_with("http://") || w.starts_with("https://") || w.starts_with("www.")) {
+    if t.split_whitespace()
+        .all(|w| w.starts_with("http://") || w.starts_with("https://") || w.starts_with("www."))
+    {
         return Some("caption is only URLs".into());
     }
     let chars: Vec<char> = t.chars().collect();
-    if chars.windows(5).any(|w| w.iter().all(|&c| c == w[0] && !c.is_whitespace())) {
+    if chars
+        .windows(5)
+        .any(|w| w.iter().all(|&c| c == w[0] && !c.is_whitespace()))
+    {
         return Some("caption repeats a character 5 or more times".into());
     }
     None
 }
 
 const EN_STOPWORDS: &[&str] = &[
-    "a", "an", "the", "of", "and", "or", "in", "on", "at", "to", "with", "for", "is", "are", "was", "it", "this", "that", "by", "from", "as", "his", "her",
-    "their", "its", "be", "has", "have", "two", "one", "man", "woman", "people", "there", "some", "up", "down", "next", "near", "into", "over", "while",
+    "a", "an", "the", "of", "and", "or", "in", "on", "at", "to", "with", "for", "is", "are", "was",
+    "it", "this", "that", "by", "from", "as", "his", "her", "their", "its", "be", "has", "have",
+    "two", "one", "man", "woman", "people", "there", "some", "up", "down", "next", "near", "into",
+    "over", "while",
 ];
 
 /// A crude "is this English" score in [0, 1]: the share of ASCII letters
@@ -303,11 +399,22 @@ pub fn english_score(text: &str) -> f64 {
         return 0.0;
     }
     let ascii = letters.iter().filter(|c| c.is_ascii()).count() as f64 / letters.len() as f64;
-    let words: Vec<String> = text.split_whitespace().map(|w| w.trim_matches(|c: char| !c.is_alphanumeric()).to_lowercase()).filter(|w| !w.is_empty()).collect();
+    let words: Vec<String> = text
+        .split_whitespace()
+        .map(|w| {
+            w.trim_matches(|c: char| !c.is_alphanumeric())
+                .to_lowercase()
+        })
+        .filter(|w| !w.is_empty())
+        .collect();
     if words.len() < 4 {
         return ascii;
     }
-    let stop = words.iter().filter(|w| EN_STOPWORDS.contains(&w.as_str())).count() as f64 / words.len() as f64;
+    let stop = words
+        .iter()
+        .filter(|w| EN_STOPWORDS.contains(&w.as_str()))
+        .count() as f64
+        / words.len() as f64;
     ascii * (0.5 + (stop * 2.5).min(0.5))
 }
 
@@ -317,7 +424,9 @@ mod tests {
 
     fn photo(shift: u8) -> RgbImage {
         RgbImage::from_fn(64, 48, |x, y| {
-            let v = ((x as f32 / 64.0 * 6.0).sin() * 80.0 + (y as f32 / 48.0 * 4.0).cos() * 60.0 + 120.0) as u8;
+            let v = ((x as f32 / 64.0 * 6.0).sin() * 80.0
+                + (y as f32 / 48.0 * 4.0).cos() * 60.0
+                + 120.0) as u8;
             image::Rgb([v.saturating_add(shift), v, 255 - v])
         })
     }
@@ -334,13 +443,26 @@ mod tests {
 
     #[test]
     fn minhash_finds_near_duplicate_captions() {
-        let texts = ["A dog runs across the green field.", "a dog runs across the green  field", "Two cats sleep on a red sofa today.", "A dog runs across a green field!"];
+        let texts = [
+            "A dog runs across the green field.",
+            "a dog runs across the green  field",
+            "Two cats sleep on a red sofa today.",
+            "A dog runs across a green field!",
+        ];
         let m = MinHasher::default();
         let pairs = m.near_duplicates(&texts, 0.6, 32).unwrap();
         let ids: Vec<(usize, usize)> = pairs.iter().map(|p| (p.0, p.1)).collect();
-        assert!(ids.contains(&(0, 1)) && ids.contains(&(0, 3)) && !ids.iter().any(|p| p.0 == 2 || p.1 == 2), "{pairs:?}");
+        assert!(
+            ids.contains(&(0, 1))
+                && ids.contains(&(0, 3))
+                && !ids.iter().any(|p| p.0 == 2 || p.1 == 2),
+            "{pairs:?}"
+        );
         assert!(m.near_duplicates(&texts, 0.5, 7).is_err());
-        assert_eq!(exact_duplicates(vec![("a".into(), 1), ("b".into(), 2), ("c".into(), 1)]), vec![vec!["a".to_string(), "c".into()]]);
+        assert_eq!(
+            exact_duplicates(vec![("a".into(), 1), ("b".into(), 2), ("c".into(), 1)]),
+            vec![vec!["a".to_string(), "c".into()]]
+        );
     }
 
     #[test]
@@ -351,12 +473,19 @@ mod tests {
         let x: Vec<f32> = (0..32000)
             .map(|i| {
                 let seg = i / 1200;
-                0.3 * tone(i, 400.0 + 97.0 * (seg % 13) as f32) + 0.2 * tone(i, 1500.0 - 61.0 * (seg % 7) as f32) * ((seg % 3) as f32)
+                0.3 * tone(i, 400.0 + 97.0 * (seg % 13) as f32)
+                    + 0.2 * tone(i, 1500.0 - 61.0 * (seg % 7) as f32) * ((seg % 3) as f32)
             })
             .collect();
         let y = crate::augment::add_noise(&x, 30.0, &mut crate::augment::AugRng::seed_from_u64(1));
-        let z: Vec<f32> = (0..32000).map(|i| (i as f32 * 0.05).sin() * ((i / 800) % 2) as f32).collect();
-        let (fx, fy, fz) = (audio_fingerprint(&x).unwrap(), audio_fingerprint(&y).unwrap(), audio_fingerprint(&z).unwrap());
+        let z: Vec<f32> = (0..32000)
+            .map(|i| (i as f32 * 0.05).sin() * ((i / 800) % 2) as f32)
+            .collect();
+        let (fx, fy, fz) = (
+            audio_fingerprint(&x).unwrap(),
+            audio_fingerprint(&y).unwrap(),
+            audio_fingerprint(&z).unwrap(),
+        );
         let same = fingerprint_distance(&fx, &fy, 3);
         let other = fingerprint_distance(&fx, &fz, 3);
         // Haitsma–Kalker call a match below a bit error rate of 0.35.
@@ -365,7 +494,14 @@ mod tests {
 
     #[test]
     fn filters() {
-        let f = Filters { min_side: Some(32), max_aspect: Some(3.0), min_seconds: Some(0.5), min_words: Some(2), english_only: true, ..Default::default() };
+        let f = Filters {
+            min_side: Some(32),
+            max_aspect: Some(3.0),
+            min_seconds: Some(0.5),
+            min_words: Some(2),
+            english_only: true,
+            ..Default::default()
+        };
         assert!(f.check_image(20, 100).is_some());
         assert!(f.check_image(400, 100).is_some());
         assert!(f.check_image(300, 200).is_none());

@@ -139,7 +139,11 @@ pub fn read_limited(path: &std::path::Path, limit: u64) -> Result<Vec<u8>> {
 
 /// Runs a third-party decoder, turning a panic inside it into a decode
 /// error: a malformed file must never take the process down.
-pub(crate) fn guard<T>(input: &str, what: &'static str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+pub(crate) fn guard<T>(
+    input: &str,
+    what: &'static str,
+    f: impl FnOnce() -> Result<T>,
+) -> Result<T> {
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
         Ok(r) => r,
         Err(p) => {

@@ -9,9 +9,13 @@ use image::{ImageEncoder, RgbImage};
 use proptest::prelude::*;
 
 fn seeds() -> Vec<(&'static str, Vec<u8>)> {
-    let img = RgbImage::from_fn(24, 16, |x, y| image::Rgb([(x * 9) as u8, (y * 13) as u8, 77]));
+    let img = RgbImage::from_fn(24, 16, |x, y| {
+        image::Rgb([(x * 9) as u8, (y * 13) as u8, 77])
+    });
     let mut png = Vec::new();
-    image::codecs::png::PngEncoder::new(&mut png).write_image(img.as_raw(), 24, 16, image::ExtendedColorType::Rgb8).unwrap();
+    image::codecs::png::PngEncoder::new(&mut png)
+        .write_image(img.as_raw(), 24, 16, image::ExtendedColorType::Rgb8)
+        .unwrap();
     let mut jpg = Cursor::new(Vec::new());
     img.write_to(&mut jpg, image::ImageFormat::Jpeg).unwrap();
     let mut gif = Cursor::new(Vec::new());
@@ -20,7 +24,11 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
     img.write_to(&mut bmp, image::ImageFormat::Bmp).unwrap();
     let mut wav = Vec::new();
     {
-        let a = mosaic_data::audio::Audio { samples: (0..400).map(|i| (i as f32 * 0.1).sin() * 0.5).collect(), sample_rate: 16000, channels: 1 };
+        let a = mosaic_data::audio::Audio {
+            samples: (0..400).map(|i| (i as f32 * 0.1).sin() * 0.5).collect(),
+            sample_rate: 16000,
+            channels: 1,
+        };
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("a.wav");
         mosaic_data::audio::decode::write_wav_pcm16(&p, &a).unwrap();
@@ -69,8 +77,13 @@ fn decode(kind: &str, bytes: &[u8]) {
     let dir = tempfile::tempdir().unwrap();
     let opts = mosaic_data::image::DecodeOptions::default();
     let _ = match kind {
-        "png" | "jpg" | "gif" | "bmp" => mosaic_data::image::decode_image(bytes, "f", &opts).map(|_| ()),
-        "wav" => mosaic_data::audio::decode_audio(bytes.to_vec(), "f", Some("wav"), &Default::default()).map(|_| ()),
+        "png" | "jpg" | "gif" | "bmp" => {
+            mosaic_data::image::decode_image(bytes, "f", &opts).map(|_| ())
+        }
+        "wav" => {
+            mosaic_data::audio::decode_audio(bytes.to_vec(), "f", Some("wav"), &Default::default())
+                .map(|_| ())
+        }
         "ply" | "plyb" | "pcd" | "xyz" => {
             let ext = if kind == "plyb" { "ply" } else { kind };
             let p = dir.path().join(format!("f.{ext}"));
@@ -78,15 +91,30 @@ fn decode(kind: &str, bytes: &[u8]) {
             mosaic_data::pointcloud::load_point_cloud(&p).map(|_| ())
         }
         "csv" => mosaic_data::sensor::parse_csv_series(bytes, "f", &Default::default()).map(|_| ()),
-        "npy" => mosaic_data::sensor::parse_npy_series(bytes, "f", &mosaic_data::sensor::SensorReadOptions { rate: Some(1.0), ..Default::default() }).map(|_| ()),
+        "npy" => mosaic_data::sensor::parse_npy_series(
+            bytes,
+            "f",
+            &mosaic_data::sensor::SensorReadOptions {
+                rate: Some(1.0),
+                ..Default::default()
+            },
+        )
+        .map(|_| ()),
         "jsonl" => {
-            let r = mosaic_data::manifest::ManifestReader::from_reader(std::path::Path::new("f"), Box::new(Cursor::new(bytes.to_vec())));
+            let r = mosaic_data::manifest::ManifestReader::from_reader(
+                std::path::Path::new("f"),
+                Box::new(Cursor::new(bytes.to_vec())),
+            );
             r.for_each(drop);
             Ok(())
         }
-        "srt" => mosaic_data::align::parse_subtitles(&String::from_utf8_lossy(bytes), "f").map(|_| ()),
+        "srt" => {
+            mosaic_data::align::parse_subtitles(&String::from_utf8_lossy(bytes), "f").map(|_| ())
+        }
         "idx" => mosaic_data::import::parse_idx(bytes, "f").map(|_| ()),
-        "tar" => mosaic_data::manifest::ShardReader::new(bytes, "f").read_all().map(|_| ()),
+        "tar" => mosaic_data::manifest::ShardReader::new(bytes, "f")
+            .read_all()
+            .map(|_| ()),
         _ => unreachable!(),
     };
 }

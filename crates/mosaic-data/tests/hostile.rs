@@ -12,7 +12,9 @@ use mosaic_data::image::{DecodeOptions, load_image};
 fn png_bytes(w: u32, h: u32) -> Vec<u8> {
     let img = RgbImage::from_fn(w, h, |x, y| image::Rgb([x as u8, y as u8, (x ^ y) as u8]));
     let mut out = Vec::new();
-    image::codecs::png::PngEncoder::new(&mut out).write_image(img.as_raw(), w, h, image::ExtendedColorType::Rgb8).unwrap();
+    image::codecs::png::PngEncoder::new(&mut out)
+        .write_image(img.as_raw(), w, h, image::ExtendedColorType::Rgb8)
+        .unwrap();
     out
 }
 
@@ -40,7 +42,11 @@ fn png_declaring(w: u32, h: u32) -> Vec<u8> {
     ihdr.extend(h.to_be_bytes());
     ihdr.extend([8, 2, 0, 0, 0]);
     chunk(&mut out, b"IHDR", &ihdr);
-    chunk(&mut out, b"IDAT", &[0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01]);
+    chunk(
+        &mut out,
+        b"IDAT",
+        &[0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01],
+    );
     chunk(&mut out, b"IEND", &[]);
     out
 }
@@ -111,13 +117,26 @@ fn each_decoder_names_the_file() {
         let p = dir.path().join(c.file);
         let err = match c.field {
             "image" => load_image(&p, &opts).map(|_| ()).unwrap_err().to_string(),
-            "audio" => load_audio(&p, &AudioLimits::default()).map(|_| ()).unwrap_err().to_string(),
-            "point_cloud" => mosaic_data::pointcloud::load_point_cloud(&p).map(|_| ()).unwrap_err().to_string(),
-            "sensor" => mosaic_data::sensor::load_sensor(&p, &Default::default()).map(|_| ()).unwrap_err().to_string(),
+            "audio" => load_audio(&p, &AudioLimits::default())
+                .map(|_| ())
+                .unwrap_err()
+                .to_string(),
+            "point_cloud" => mosaic_data::pointcloud::load_point_cloud(&p)
+                .map(|_| ())
+                .unwrap_err()
+                .to_string(),
+            "sensor" => mosaic_data::sensor::load_sensor(&p, &Default::default())
+                .map(|_| ())
+                .unwrap_err()
+                .to_string(),
             "text" => continue,
             _ => unreachable!(),
         };
-        assert!(err.contains(c.file), "{}: error does not name the file: {err}", c.file);
+        assert!(
+            err.contains(c.file),
+            "{}: error does not name the file: {err}",
+            c.file
+        );
         assert!(err.contains(c.expect), "{}: {err}", c.file);
         assert!(!err.contains('\n'), "{}: multi-line error: {err}", c.file);
     }
@@ -125,8 +144,17 @@ fn each_decoder_names_the_file() {
 
 #[test]
 fn huge_declared_png_is_refused_before_allocating() {
-    let e = mosaic_data::image::decode_image(&png_declaring(100_000, 100_000), "huge.png", &DecodeOptions::default()).unwrap_err().to_string();
-    assert!(e.contains("huge.png") && (e.to_lowercase().contains("limit") || e.contains("dimensions")), "{e}");
+    let e = mosaic_data::image::decode_image(
+        &png_declaring(100_000, 100_000),
+        "huge.png",
+        &DecodeOptions::default(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("huge.png") && (e.to_lowercase().contains("limit") || e.contains("dimensions")),
+        "{e}"
+    );
 }
 
 #[test]
@@ -138,9 +166,17 @@ fn validate_reports_every_bad_sample_in_one_pass() {
     lines.push(br#"{"id": "good", "image": "good.png", "text": "a fine caption"}"#.to_vec());
     for c in &cases {
         if c.field == "text" {
-            lines.push(format!(r#"{{"id": "{}", "text": {{"path": "{}"}}}}"#, c.file, c.file).into_bytes());
+            lines.push(
+                format!(
+                    r#"{{"id": "{}", "text": {{"path": "{}"}}}}"#,
+                    c.file, c.file
+                )
+                .into_bytes(),
+            );
         } else {
-            lines.push(format!(r#"{{"id": "{}", "{}": "{}"}}"#, c.file, c.field, c.file).into_bytes());
+            lines.push(
+                format!(r#"{{"id": "{}", "{}": "{}"}}"#, c.file, c.field, c.file).into_bytes(),
+            );
         }
     }
     lines.push(b"this is not json".to_vec());
@@ -163,7 +199,12 @@ fn validate_reports_every_bad_sample_in_one_pass() {
     for c in &cases {
         assert!(all.contains(c.file), "{} not reported:\n{all}", c.file);
     }
-    assert!(all.contains("not valid JSON") && all.contains("UTF-8") && all.contains("does-not-exist.png"), "{all}");
+    assert!(
+        all.contains("not valid JSON")
+            && all.contains("UTF-8")
+            && all.contains("does-not-exist.png"),
+        "{all}"
+    );
 }
 
 #[test]
@@ -182,6 +223,10 @@ fn tar_member_outside_root_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("evil.tar");
     std::fs::write(&p, &buf).unwrap();
-    let e = mosaic_data::manifest::ShardReader::open(&p).unwrap().read_all().unwrap_err().to_string();
+    let e = mosaic_data::manifest::ShardReader::open(&p)
+        .unwrap()
+        .read_all()
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("evil.tar") && e.contains("outside"), "{e}");
 }

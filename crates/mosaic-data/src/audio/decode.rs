@@ -83,7 +83,9 @@ pub fn decode_audio(
     extension: Option<&str>,
     limits: &AudioLimits,
 ) -> Result<Audio> {
-    crate::error::guard(name, "audio", || decode_audio_inner(bytes, name, extension, limits))
+    crate::error::guard(name, "audio", || {
+        decode_audio_inner(bytes, name, extension, limits)
+    })
 }
 
 fn decode_audio_inner(

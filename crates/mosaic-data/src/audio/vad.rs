@@ -31,14 +31,22 @@ struct Conv {
 
 impl Conv {
     /// conv1d with padding `pad` and `stride` over `[in_ch][t]`.
-    fn forward(&self, x: &[f32], t: usize, stride: usize, pad: usize, relu: bool) -> (Vec<f32>, usize) {
+    fn forward(
+        &self,
+        x: &[f32],
+        t: usize,
+        stride: usize,
+        pad: usize,
+        relu: bool,
+    ) -> (Vec<f32>, usize) {
         let t_out = (t + 2 * pad - self.k) / stride + 1;
         let mut y = vec![0f32; self.out_ch * t_out];
         for o in 0..self.out_ch {
             for to in 0..t_out {
                 let mut acc = self.b[o];
                 for i in 0..self.in_ch {
-                    let wrow = &self.w[(o * self.in_ch + i) * self.k..(o * self.in_ch + i + 1) * self.k];
+                    let wrow =
+                        &self.w[(o * self.in_ch + i) * self.k..(o * self.in_ch + i + 1) * self.k];
                     for (kk, &w) in wrow.iter().enumerate() {
                         let ti = (to * stride + kk) as isize - pad as isize;
                         if ti >= 0 && (ti as usize) < t {
@@ -75,25 +83,73 @@ impl std::fmt::Debug for SileroVad {
 }
 
 impl SileroVad {
-    /// Loads `silero_vad_16k.safetensors` (or the asset folder holding it).
+    /// Loads the 16 kHz model from the `silero-vad` package: the asset
+    /// folder or `silero_vad.jit` (the weights `get_speech_timestamps`
+    /// uses), or `silero_vad_16k.safetensors`. Note that the package's
+    /// safetensors file holds different weights from its TorchScript model
+    /// (only the STFT basis is equal), so only the `.jit` reproduces the
+    /// package's probabilities.
     pub fn load(path: &Path) -> Result<Self> {
-        let file = if path.is_dir() { path.join("silero_vad_16k.safetensors") } else { path.to_path_buf() };
-        let bytes = std::fs::read(&file).map_err(|e| Error::io(&file, e))?;
+        let file = if path.is_dir() {
+            path.join("silero_vad.jit")
+        } else {
+            path.to_path_buf()
+        };
         let name = file.display().to_string();
-        let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| Error::decode(&name, "safetensors", e.to_string()))?;
+        let tensors = mosaic_core::formats::load_tensors(&file, &candle_core::Device::Cpu)?;
+        let jit = !file.extension().is_some_and(|e| e == "safetensors");
+        let map: std::collections::HashMap<String, candle_core::Tensor> =
+            tensors.into_iter().collect();
         let get = |n: &str, shape: &[usize]| -> Result<Vec<f32>> {
-            let t = st.tensor(n).map_err(|_| Error::decode(&name, "Silero VAD weights", format!("missing tensor `{n}`")))?;
-            if t.shape() != shape || t.dtype() != safetensors::Dtype::F32 {
-                return Err(Error::decode(&name, "Silero VAD weights", format!("`{n}` is {:?} {:?}, expected F32 {shape:?}", t.dtype(), t.shape())));
+            let key = if jit {
+                match n {
+                    "stft_conv.weight" => "_model.stft.forward_basis_buffer".to_string(),
+                    "final_conv.weight" => "_model.decoder.decoder.2.weight".to_string(),
+                    "final_conv.bias" => "_model.decoder.decoder.2.bias".to_string(),
+                    _ if n.starts_with("conv") => {
+                        let i: usize = n[4..5].parse().unwrap_or(1);
+                        format!("_model.encoder.{}.reparam_conv.{}", i - 1, &n[6..])
+                    }
+                    _ => format!("_model.decoder.rnn.{}", n.trim_start_matches("lstm_cell.")),
+                }
+            } else {
+                n.to_string()
+            };
+            let t = map.get(&key).ok_or_else(|| {
+                Error::decode(
+                    &name,
+                    "Silero VAD weights",
+                    format!("missing tensor `{key}`"),
+                )
+            })?;
+            if t.dims() != shape {
+                return Err(Error::decode(
+                    &name,
+                    "Silero VAD weights",
+                    format!("`{key}` is {:?}, expected {shape:?}", t.dims()),
+                ));
             }
-            Ok(t.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect())
+            Ok(t.to_dtype(candle_core::DType::F32)?
+                .flatten_all()?
+                .to_vec1::<f32>()?)
         };
         let conv = |i: usize, o: usize, inp: usize| -> Result<Conv> {
-            Ok(Conv { w: get(&format!("conv{i}.weight"), &[o, inp, 3])?, b: get(&format!("conv{i}.bias"), &[o])?, out_ch: o, in_ch: inp, k: 3 })
+            Ok(Conv {
+                w: get(&format!("conv{i}.weight"), &[o, inp, 3])?,
+                b: get(&format!("conv{i}.bias"), &[o])?,
+                out_ch: o,
+                in_ch: inp,
+                k: 3,
+            })
         };
         Ok(SileroVad {
             stft: get("stft_conv.weight", &[258, 1, 256])?,
-            convs: [conv(1, 128, 129)?, conv(2, 64, 128)?, conv(3, 64, 64)?, conv(4, 128, 64)?],
+            convs: [
+                conv(1, 128, 129)?,
+                conv(2, 64, 128)?,
+                conv(3, 64, 64)?,
+                conv(4, 128, 64)?,
+            ],
             w_ih: get("lstm_cell.weight_ih", &[512, 128])?,
             w_hh: get("lstm_cell.weight_hh", &[512, 128])?,
             b_ih: get("lstm_cell.bias_ih", &[512])?,
@@ -117,7 +173,10 @@ impl SileroVad {
     /// zero-padded).
     pub fn process(&mut self, window: &[f32]) -> Result<f32> {
         if window.len() > WINDOW {
-            return Err(Error::invalid("VAD window", format!("{} samples, at most {WINDOW}", window.len())));
+            return Err(Error::invalid(
+                "VAD window",
+                format!("{} samples, at most {WINDOW}", window.len()),
+            ));
         }
         let mut x = Vec::with_capacity(CONTEXT + WINDOW + CONTEXT);
         x.extend_from_slice(&self.context);
@@ -134,8 +193,16 @@ impl SileroVad {
         for f in 0..frames {
             let seg = &x[f * 128..f * 128 + 256];
             for k in 0..129 {
-                let re: f32 = self.stft[k * 256..(k + 1) * 256].iter().zip(seg).map(|(a, b)| a * b).sum();
-                let im: f32 = self.stft[(k + 129) * 256..(k + 130) * 256].iter().zip(seg).map(|(a, b)| a * b).sum();
+                let re: f32 = self.stft[k * 256..(k + 1) * 256]
+                    .iter()
+                    .zip(seg)
+                    .map(|(a, b)| a * b)
+                    .sum();
+                let im: f32 = self.stft[(k + 129) * 256..(k + 130) * 256]
+                    .iter()
+                    .zip(seg)
+                    .map(|(a, b)| a * b)
+                    .sum();
                 mag[k * frames + f] = (re * re + im * im).sqrt();
             }
         }
@@ -144,14 +211,20 @@ impl SileroVad {
         let (y, t) = self.convs[2].forward(&y, t, 2, 1, true);
         let (y, t) = self.convs[3].forward(&y, t, 1, 1, true);
         if t != 1 {
-            return Err(Error::invalid("VAD", format!("encoder produced {t} frames, expected 1")));
+            return Err(Error::invalid(
+                "VAD",
+                format!("encoder produced {t} frames, expected 1"),
+            ));
         }
         // LSTM cell, gates in PyTorch order i, f, g, o.
         let mut gates = vec![0f32; 512];
         for (g, gate) in gates.iter_mut().enumerate() {
             let wi = &self.w_ih[g * 128..(g + 1) * 128];
             let wh = &self.w_hh[g * 128..(g + 1) * 128];
-            *gate = self.b_ih[g] + self.b_hh[g] + wi.iter().zip(&y).map(|(a, b)| a * b).sum::<f32>() + wh.iter().zip(&self.h).map(|(a, b)| a * b).sum::<f32>();
+            *gate = self.b_ih[g]
+                + self.b_hh[g]
+                + wi.iter().zip(&y).map(|(a, b)| a * b).sum::<f32>()
+                + wh.iter().zip(&self.h).map(|(a, b)| a * b).sum::<f32>();
         }
         let sig = |v: f32| 1.0 / (1.0 + (-v).exp());
         for j in 0..128 {
@@ -162,7 +235,13 @@ impl SileroVad {
             self.c[j] = f * self.c[j] + i * g;
             self.h[j] = o * self.c[j].tanh();
         }
-        let logit = self.final_b + self.final_w.iter().zip(&self.h).map(|(w, h)| w * h.max(0.0)).sum::<f32>();
+        let logit = self.final_b
+            + self
+                .final_w
+                .iter()
+                .zip(&self.h)
+                .map(|(w, h)| w * h.max(0.0))
+                .sum::<f32>();
         Ok(sig(logit))
     }
 
@@ -193,7 +272,14 @@ pub struct VadOptions {
 
 impl Default for VadOptions {
     fn default() -> Self {
-        VadOptions { threshold: 0.5, neg_threshold: None, min_speech_ms: 250.0, min_silence_ms: 100.0, speech_pad_ms: 30.0, max_speech_s: f64::INFINITY }
+        VadOptions {
+            threshold: 0.5,
+            neg_threshold: None,
+            min_speech_ms: 250.0,
+            min_silence_ms: 100.0,
+            speech_pad_ms: 30.0,
+            max_speech_s: f64::INFINITY,
+        }
     }
 }
 
@@ -216,7 +302,9 @@ pub fn speech_segments(probs: &[f32], audio_len: usize, opts: &VadOptions) -> Ve
     let max_speech = sr * opts.max_speech_s - w as f64 - 2.0 * pad;
     let min_silence = sr * opts.min_silence_ms / 1000.0;
     let min_silence_at_max = sr * 98.0 / 1000.0;
-    let neg = opts.neg_threshold.unwrap_or((opts.threshold - 0.15).max(0.01));
+    let neg = opts
+        .neg_threshold
+        .unwrap_or((opts.threshold - 0.15).max(0.01));
     let mut triggered = false;
     let mut speeches: Vec<(i64, i64)> = Vec::new();
     let mut cur: Option<(i64, Option<i64>)> = None;
@@ -234,7 +322,10 @@ pub fn speech_segments(probs: &[f32], audio_len: usize, opts: &VadOptions) -> Ve
             cur = Some((pos, None));
             continue;
         }
-        if triggered && let Some((start, _)) = cur && (pos - start) as f64 > max_speech {
+        if triggered
+            && let Some((start, _)) = cur
+            && (pos - start) as f64 > max_speech
+        {
             if prev_end != 0 {
                 speeches.push((start, prev_end));
                 if next_start < prev_end {
@@ -302,7 +393,13 @@ pub fn speech_segments(probs: &[f32], audio_len: usize, opts: &VadOptions) -> Ve
             speeches[i].1 = (speeches[i].1 + pad_i).min(audio_len as i64);
         }
     }
-    speeches.into_iter().map(|(s, e)| SpeechSegment { start: s.max(0) as usize, end: e.max(0) as usize }).collect()
+    speeches
+        .into_iter()
+        .map(|(s, e)| SpeechSegment {
+            start: s.max(0) as usize,
+            end: e.max(0) as usize,
+        })
+        .collect()
 }
 
 #[cfg(test)]

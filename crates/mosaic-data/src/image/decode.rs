@@ -31,9 +31,22 @@ impl Default for DecodeLimits {
     }
 }
 
+/// What to do with an alpha channel when converting to RGB.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AlphaMode {
+    /// Composite over opaque white (what `transformers` 5's `convert_rgb`
+    /// does; the default).
+    #[default]
+    CompositeWhite,
+    /// Drop alpha without compositing (PIL's plain `convert("RGB")`).
+    Drop,
+}
+
 /// Options for [`decode_image`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DecodeOptions {
+    /// Alpha handling.
+    pub alpha: AlphaMode,
     /// Rotate/flip by the EXIF orientation tag (default on). Note that
     /// `transformers` does not do this (PIL's `Image.open` ignores the tag),
     /// so parity with it on a rotated JPEG needs this off.
@@ -45,6 +58,7 @@ pub struct DecodeOptions {
 impl Default for DecodeOptions {
     fn default() -> Self {
         DecodeOptions {
+            alpha: AlphaMode::default(),
             apply_exif_orientation: true,
             limits: DecodeLimits::default(),
         }
@@ -60,14 +74,38 @@ pub fn load_image(path: &Path, options: &DecodeOptions) -> Result<RgbImage> {
 /// Decodes encoded image bytes into 8-bit RGB. `name` identifies the input
 /// in errors.
 ///
-/// Grayscale is replicated to three channels and alpha is dropped without
-/// compositing, as PIL's `convert("RGB")` does; 16-bit samples are reduced
-/// to 8 bits.
+/// Grayscale is replicated to three channels; alpha is composited over
+/// white or dropped per [`AlphaMode`]; 16-bit samples are reduced to 8 bits.
 pub fn decode_image(bytes: &[u8], name: &str, options: &DecodeOptions) -> Result<RgbImage> {
-    decode_dynamic(bytes, name, options).map(|img| match img {
+    decode_dynamic(bytes, name, options).map(|img| to_rgb(img, options.alpha))
+}
+
+/// Converts any decoded image to 8-bit RGB with the given alpha handling.
+pub fn to_rgb(img: DynamicImage, alpha: AlphaMode) -> RgbImage {
+    match img {
         DynamicImage::ImageRgb8(rgb) => rgb,
+        other if other.color().has_alpha() && alpha == AlphaMode::CompositeWhite => {
+            let rgba = other.to_rgba8();
+            let (w, h) = rgba.dimensions();
+            let mut out = Vec::with_capacity((w * h * 3) as usize);
+            for p in rgba.pixels() {
+                let a = p[3] as u32;
+                for c in 0..3 {
+                    // transformers' integer alpha blend onto white (PIL
+                    // `alpha_composite` arithmetic), exactly.
+                    let v = if a == 0 {
+                        255
+                    } else {
+                        let tmp = 128 * (p[c] as u32 * a + 255 * (255 - a)) + 16384;
+                        ((((tmp >> 8) + tmp) >> 8) >> 7).min(255)
+                    };
+                    out.push(v as u8);
+                }
+            }
+            RgbImage::from_raw(w, h, out).expect("sized")
+        }
         other => other.to_rgb8(),
-    })
+    }
 }
 
 /// Decodes into whatever pixel type the file has (after orientation).

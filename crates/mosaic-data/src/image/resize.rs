@@ -211,30 +211,75 @@ pub fn resize_u8(
         return Ok(pixels.to_vec());
     }
     let horiz = precompute_coeffs(width, 0.0, width as f64, out_w, filter);
-    let mut vert = precompute_coeffs(height, 0.0, height as f64, out_h, filter);
+    let vert = precompute_coeffs(height, 0.0, height as f64, out_h, filter);
+    // Pillow ≥ 12.3 runs the vertical pass first when the height shrinks by
+    // more than twice as much as the width (fewer rows to resample); the
+    // intermediate rounding to u8 makes the order visible in the output.
+    let dh = height as i64 - out_h as i64;
+    let dw = width as i64 - out_w as i64;
+    let vertical_first = need_v && dh > 0 && dh > 2 * dw;
+    if vertical_first {
+        // Only the columns the horizontal pass reads are resampled vertically.
+        let (first, last) = if need_h {
+            (
+                horiz.bounds[0].0,
+                horiz.bounds[out_w - 1].0 + horiz.bounds[out_w - 1].1,
+            )
+        } else {
+            (0, width)
+        };
+        let cols = last - first;
+        let mut tmp = vec![0u8; cols * out_h * channels];
+        let mut acc = vec![0i32; cols * channels];
+        for (yy, &(ymin, n)) in vert.bounds.iter().enumerate() {
+            let k = &vert.weights[yy * vert.ksize..yy * vert.ksize + n];
+            acc.fill(1 << (PRECISION_BITS - 1));
+            for (y, &w) in k.iter().enumerate() {
+                let row = (y + ymin) * width * channels;
+                let in_row = &pixels[row + first * channels..row + last * channels];
+                for (a, &p) in acc.iter_mut().zip(in_row) {
+                    *a = a.wrapping_add(p as i32 * w);
+                }
+            }
+            for (o, &a) in tmp[yy * cols * channels..(yy + 1) * cols * channels]
+                .iter_mut()
+                .zip(&acc)
+            {
+                *o = clip8(a);
+            }
+        }
+        if !need_h {
+            return Ok(tmp);
+        }
+        let mut shifted = horiz;
+        for b in shifted.bounds.iter_mut() {
+            b.0 -= first;
+        }
+        return Ok(horizontal_pass(
+            &tmp, cols, out_h, channels, &shifted, out_w,
+        ));
+    }
+    let mut vert = vert;
     let (mut src, mut src_h) = (std::borrow::Cow::Borrowed(pixels), height);
     if need_h {
         // Only the rows the vertical pass reads are resampled horizontally.
-        let first = vert.bounds[0].0;
-        let last = vert.bounds[out_h - 1].0 + vert.bounds[out_h - 1].1;
-        let (first, last) = if need_v { (first, last) } else { (0, height) };
+        let (first, last) = if need_v {
+            (
+                vert.bounds[0].0,
+                vert.bounds[out_h - 1].0 + vert.bounds[out_h - 1].1,
+            )
+        } else {
+            (0, height)
+        };
         let rows = last - first;
-        let mut tmp = vec![0u8; out_w * rows * channels];
-        for y in 0..rows {
-            let in_row =
-                &pixels[(y + first) * width * channels..(y + first + 1) * width * channels];
-            let out_row = &mut tmp[y * out_w * channels..(y + 1) * out_w * channels];
-            for (xx, &(xmin, n)) in horiz.bounds.iter().enumerate() {
-                let k = &horiz.weights[xx * horiz.ksize..xx * horiz.ksize + n];
-                for c in 0..channels {
-                    let mut ss: i32 = 1 << (PRECISION_BITS - 1);
-                    for (x, &w) in k.iter().enumerate() {
-                        ss = ss.wrapping_add(in_row[(x + xmin) * channels + c] as i32 * w);
-                    }
-                    out_row[xx * channels + c] = clip8(ss);
-                }
-            }
-        }
+        let tmp = horizontal_pass(
+            &pixels[first * width * channels..last * width * channels],
+            width,
+            rows,
+            channels,
+            &horiz,
+            out_w,
+        );
         if need_v {
             for b in vert.bounds.iter_mut() {
                 b.0 -= first;
@@ -266,6 +311,33 @@ pub fn resize_u8(
         }
     }
     Ok(out)
+}
+
+/// Resamples every row of `pixels` (`width` × `rows`) to `out_w` columns.
+fn horizontal_pass(
+    pixels: &[u8],
+    width: usize,
+    rows: usize,
+    channels: usize,
+    horiz: &Coeffs,
+    out_w: usize,
+) -> Vec<u8> {
+    let mut tmp = vec![0u8; out_w * rows * channels];
+    for y in 0..rows {
+        let in_row = &pixels[y * width * channels..(y + 1) * width * channels];
+        let out_row = &mut tmp[y * out_w * channels..(y + 1) * out_w * channels];
+        for (xx, &(xmin, n)) in horiz.bounds.iter().enumerate() {
+            let k = &horiz.weights[xx * horiz.ksize..xx * horiz.ksize + n];
+            for c in 0..channels {
+                let mut ss: i32 = 1 << (PRECISION_BITS - 1);
+                for (x, &w) in k.iter().enumerate() {
+                    ss = ss.wrapping_add(in_row[(x + xmin) * channels + c] as i32 * w);
+                }
+                out_row[xx * channels + c] = clip8(ss);
+            }
+        }
+    }
+    tmp
 }
 
 /// Pillow's nearest-neighbour resize (`ImagingTransform` affine sampling at
