@@ -185,8 +185,9 @@ fn image_processors_match_transformers_on_real_photos() {
     );
     assert!(checked >= 28 * 5);
     // JPEG: one grey level of decoder difference is 1/255/std ≈ 0.0157
-    // (std 0.5) or 0.0146 (CLIP std); the bound allows a few levels.
-    assert!(worst_jpeg < 0.1, "JPEG inputs differ by {worst_jpeg}");
+    // (std 0.5) or 0.0146 (CLIP std); measured: one level (0.0150). The
+    // bound allows two.
+    assert!(worst_jpeg < 0.035, "JPEG inputs differ by {worst_jpeg}");
 }
 
 /// Our JPEG decoder against libjpeg-turbo (PIL) on the real JPEGs: the
@@ -226,7 +227,7 @@ fn jpeg_decoding_is_within_a_few_levels_of_libjpeg_turbo() {
             "{file}: max {worst} levels, mean {:.3} levels vs libjpeg-turbo",
             sum as f64 / (64.0 * 64.0 * 3.0)
         );
-        assert!(worst <= 6, "{file}: {worst} levels");
+        assert!(worst <= 3, "{file}: {worst} levels");
     }
 }
 
