@@ -113,9 +113,9 @@ fn fetched(store: &AssetStore, name: &str) -> Result<PathBuf> {
         return Ok(store.path(name)?);
     }
     eprintln!("fetching asset {name} …");
-    Ok(store
+    store
         .fetch(name, &FetchOptions::default())
-        .with_context(|| format!("fetching {name}"))?)
+        .with_context(|| format!("fetching {name}"))
 }
 
 fn print_import(r: &import::ImportReport) {

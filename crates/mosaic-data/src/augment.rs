@@ -338,7 +338,7 @@ pub fn spec_augment(
     fill: f32,
     rng: &mut AugRng,
 ) -> Result<()> {
-    if n_mels == 0 || !feats.len().is_multiple_of(n_mels) {
+    if n_mels == 0 || feats.len() % n_mels != 0 {
         return Err(Error::invalid(
             "SpecAugment",
             format!("{} values are not [{n_mels}, T]", feats.len()),

@@ -184,7 +184,7 @@ impl MinHasher {
         threshold: f64,
         bands: usize,
     ) -> Result<Vec<(usize, usize, f64)>> {
-        if bands == 0 || !self.num_perm.is_multiple_of(bands) {
+        if bands == 0 || self.num_perm % bands != 0 {
             return Err(Error::invalid(
                 "MinHash bands",
                 format!("{bands} bands do not divide {} permutations", self.num_perm),

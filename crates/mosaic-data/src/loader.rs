@@ -142,6 +142,9 @@ impl Source {
     }
 }
 
+/// An item with its position in the stream.
+type Numbered<T> = (usize, T);
+
 /// Loader settings.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LoaderConfig {
@@ -292,7 +295,7 @@ fn read_and_shuffle(
 }
 
 fn work(
-    rx: Arc<Mutex<Receiver<(usize, Result<Sample>)>>>,
+    rx: Arc<Mutex<Receiver<Numbered<Result<Sample>>>>>,
     tx: SyncSender<(usize, Result<Prepared>)>,
     pipe: Arc<Pipeline>,
 ) {

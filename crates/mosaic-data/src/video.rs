@@ -192,7 +192,7 @@ pub fn sample_times(duration: f64, sampling: FrameSampling, max_frames: usize) -
         FrameSampling::Uniform(n) => Ok((0..n.min(max_frames))
             .map(|i| duration * (i as f64 + 0.5) / n as f64)
             .collect()),
-        FrameSampling::Every(k) if !(k > 0.0) => Err(Error::invalid(
+        FrameSampling::Every(k) if k.is_nan() || k <= 0.0 => Err(Error::invalid(
             "frame sampling",
             format!("interval {k} s must be positive"),
         )),

@@ -97,7 +97,7 @@ impl SileroVad {
         };
         let name = file.display().to_string();
         let tensors = mosaic_core::formats::load_tensors(&file, &candle_core::Device::Cpu)?;
-        let jit = !file.extension().is_some_and(|e| e == "safetensors");
+        let jit = file.extension().is_none_or(|e| e != "safetensors");
         let map: std::collections::HashMap<String, candle_core::Tensor> =
             tensors.into_iter().collect();
         let get = |n: &str, shape: &[usize]| -> Result<Vec<f32>> {

@@ -17,6 +17,9 @@ use mosaic_core::{Modality, ModalityValue, Sample};
 use super::jsonl::ManifestRecord;
 use crate::error::{Error, Result};
 
+/// The members of one sample: (extension, bytes).
+type Members = Vec<(String, Vec<u8>)>;
+
 /// Largest member accepted in a shard (bytes).
 pub const MAX_MEMBER_BYTES: u64 = 1 << 30;
 
@@ -65,7 +68,8 @@ impl<R: Read> ShardReader<R> {
         let name = self.name.clone();
         let err = |m: String| Error::decode(name.clone(), "WebDataset shard", m);
         let entries = self.archive.entries().map_err(|e| err(e.to_string()))?;
-        let mut current: Option<(String, Vec<(String, Vec<u8>)>)> = None;
+        // The key being assembled and its (extension, bytes) members.
+        let mut current: Option<(String, Members)> = None;
         let mut count = 0;
         for entry in entries {
             let mut entry = entry.map_err(|e| err(format!("corrupt tar: {e}")))?;
