@@ -43,6 +43,22 @@ pub enum DataCommand {
         #[arg(long)]
         strict: bool,
     },
+    /// Run the loader over INPUT with a data config (TOML/JSON: [text],
+    /// [image], [audio], [video], [point_cloud], [sensor], [loader]) and
+    /// print batch shapes, skipped samples and throughput.
+    Batches {
+        /// A JSONL manifest, a .tar shard or a folder of shards.
+        input: PathBuf,
+        /// The data config.
+        #[arg(long = "data-config")]
+        data_config: PathBuf,
+        /// Stop after this many batches.
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Epoch number (changes the shuffle).
+        #[arg(long, default_value_t = 0)]
+        epoch: u64,
+    },
     /// Import a data set into a manifest.
     Import {
         #[command(subcommand)]
@@ -197,6 +213,61 @@ pub fn run(cmd: DataCommand, open_store: &dyn Fn() -> Result<AssetStore>) -> Res
             for w in &written {
                 println!("{}", w.display());
             }
+        }
+        DataCommand::Batches {
+            input,
+            data_config,
+            limit,
+            epoch,
+        } => {
+            let cfg = mosaic_data::config::DataConfig::load(&data_config)?;
+            let loader = mosaic_data::loader::Loader::new(
+                mosaic_data::loader::Source::open_path(&input)?,
+                cfg.pipeline()?,
+                cfg.loader_config(),
+            )?;
+            let start = std::time::Instant::now();
+            let mut it = loader.epoch(epoch);
+            let (mut batches, mut samples) = (0usize, 0usize);
+            for b in it.by_ref() {
+                let b = b?;
+                if batches < 3 {
+                    let shapes: Vec<String> = b
+                        .batch
+                        .modalities
+                        .iter()
+                        .map(|(m, mb)| {
+                            format!(
+                                "{m} {:?}{}",
+                                mb.values.dims(),
+                                if mb.mask.is_some() { " +mask" } else { "" }
+                            )
+                        })
+                        .collect();
+                    let classes = if b.classes.is_some() { ", classes" } else { "" };
+                    println!(
+                        "batch {batches}: {} samples: {}{classes}",
+                        b.batch.len(),
+                        shapes.join(", ")
+                    );
+                }
+                batches += 1;
+                samples += b.batch.len();
+                if limit.is_some_and(|l| batches >= l) {
+                    break;
+                }
+            }
+            let dt = start.elapsed().as_secs_f64();
+            let st = it.stats();
+            for e in st.errors.iter().take(10) {
+                eprintln!("skipped: {e}");
+            }
+            println!(
+                "{batches} batches, {samples} samples, {} skipped, {:.1} s, {:.0} samples/s",
+                st.skipped,
+                dt,
+                samples as f64 / dt.max(1e-9)
+            );
         }
         DataCommand::Import { what } => match what {
             ImportCommand::FashionMnist { out, source, force } => {

@@ -24,7 +24,11 @@ fn time<F: FnMut()>(mut f: F, min_secs: f64) -> (usize, f64) {
 fn main() {
     let store = mosaic_core::assets::AssetStore::from_env().expect("asset store");
     let photos = store.path("skimage-photos").expect("fetch skimage-photos");
-    let mut files: Vec<_> = std::fs::read_dir(&photos).unwrap().filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|e| e == "png" || e == "jpg")).collect();
+    let mut files: Vec<_> = std::fs::read_dir(&photos)
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "png" || e == "jpg"))
+        .collect();
     files.sort();
     let bytes: Vec<Vec<u8>> = files.iter().map(|p| std::fs::read(p).unwrap()).collect();
     let clip = ImageProcessor::clip(224);
@@ -38,18 +42,73 @@ fn main() {
         },
         3.0,
     );
-    println!("clip_preprocess: {:.2} ms/image ({} photos)", dt * 1000.0 / (n * bytes.len()) as f64, bytes.len());
+    println!(
+        "clip_preprocess: {:.2} ms/image ({} photos)",
+        dt * 1000.0 / (n * bytes.len()) as f64,
+        bytes.len()
+    );
 
-    let wav = store.path("pocketsphinx-testdata").unwrap().join("librivox/sense_and_sensibility_01_austen_64kb-0880.wav");
+    let wav = store
+        .path("pocketsphinx-testdata")
+        .unwrap()
+        .join("librivox/sense_and_sensibility_01_austen_64kb-0880.wav");
     let audio = load_audio(&wav, &Default::default()).unwrap().samples;
     let fe = WhisperFeatureExtractor::new(WhisperFeatureConfig::default()).unwrap();
-    let (n, dt) = time(|| std::hint::black_box(fe.extract(&audio).unwrap()).len().cmp(&0).is_eq().then_some(()).unwrap_or(()), 3.0);
-    println!("whisper_log_mel: {:.2} ms per 30 s window", dt * 1000.0 / n as f64);
+    let (n, dt) = time(
+        || {
+            std::hint::black_box(fe.extract(&audio).unwrap())
+                .len()
+                .cmp(&0)
+                .is_eq()
+                .then_some(())
+                .unwrap_or(())
+        },
+        3.0,
+    );
+    println!(
+        "whisper_log_mel: {:.2} ms per 30 s window",
+        dt * 1000.0 / n as f64
+    );
 
     let tok_path = store.path("minilm-l6-v2").unwrap().join("tokenizer.json");
-    let tok = TextTokenizer::from_file(&tok_path, TextConfig { max_length: Some(128), padding: Padding::Longest, add_special_tokens: true }).unwrap();
-    let sentences: serde_json::Value = serde_json::from_slice(&std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/text/sentences.json")).unwrap()).unwrap();
-    let real: Vec<String> = sentences["real"].as_array().unwrap().iter().map(|s| s.as_str().unwrap().to_string()).collect();
-    let (n, dt) = time(|| std::hint::black_box(tok.encode_batch(&real).unwrap()).lengths.len().cmp(&0).is_eq().then_some(()).unwrap_or(()), 3.0);
-    println!("tokenize_batch: {:.3} ms per {} sentences", dt * 1000.0 / n as f64, real.len());
+    let tok = TextTokenizer::from_file(
+        &tok_path,
+        TextConfig {
+            max_length: Some(128),
+            padding: Padding::Longest,
+            add_special_tokens: true,
+        },
+    )
+    .unwrap();
+    let sentences: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/text/sentences.json"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let real: Vec<String> = sentences["real"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap().to_string())
+        .collect();
+    let (n, dt) = time(
+        || {
+            std::hint::black_box(tok.encode_batch(&real).unwrap())
+                .lengths
+                .len()
+                .cmp(&0)
+                .is_eq()
+                .then_some(())
+                .unwrap_or(())
+        },
+        3.0,
+    );
+    println!(
+        "tokenize_batch: {:.3} ms per {} sentences",
+        dt * 1000.0 / n as f64,
+        real.len()
+    );
 }

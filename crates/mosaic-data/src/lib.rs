@@ -59,6 +59,7 @@ pub mod audio;
 pub mod augment;
 pub mod check;
 pub mod clean;
+pub mod config;
 pub mod error;
 pub mod image;
 pub mod import;

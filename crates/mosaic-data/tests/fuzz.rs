@@ -22,6 +22,10 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
     img.write_to(&mut gif, image::ImageFormat::Gif).unwrap();
     let mut bmp = Cursor::new(Vec::new());
     img.write_to(&mut bmp, image::ImageFormat::Bmp).unwrap();
+    let mut tiff = Cursor::new(Vec::new());
+    img.write_to(&mut tiff, image::ImageFormat::Tiff).unwrap();
+    let mut webp = Cursor::new(Vec::new());
+    img.write_to(&mut webp, image::ImageFormat::WebP).unwrap();
     let mut wav = Vec::new();
     {
         let a = mosaic_data::audio::Audio {
@@ -39,6 +43,8 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
         ("jpg", jpg.into_inner()),
         ("gif", gif.into_inner()),
         ("bmp", bmp.into_inner()),
+        ("tiff", tiff.into_inner()),
+        ("webp", webp.into_inner()),
         ("wav", wav),
         ("ply", b"ply\nformat ascii 1.0\nelement vertex 2\nproperty float x\nproperty float y\nproperty float z\nend_header\n1 2 3\n4 5 6\n".to_vec()),
         ("plyb", {
@@ -77,7 +83,7 @@ fn decode(kind: &str, bytes: &[u8]) {
     let dir = tempfile::tempdir().unwrap();
     let opts = mosaic_data::image::DecodeOptions::default();
     let _ = match kind {
-        "png" | "jpg" | "gif" | "bmp" => {
+        "png" | "jpg" | "gif" | "bmp" | "tiff" | "webp" => {
             mosaic_data::image::decode_image(bytes, "f", &opts).map(|_| ())
         }
         "wav" => {

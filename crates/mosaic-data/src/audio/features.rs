@@ -4,8 +4,6 @@
 
 use std::sync::Arc;
 
-use rustfft::{FftPlanner, num_complex::Complex};
-
 use crate::error::{Error, Result};
 
 /// Window functions for the STFT.
@@ -101,12 +99,11 @@ fn pad_signal(x: &[f64], pad: usize, mode: PadMode) -> Result<Vec<f64>> {
     Ok(out)
 }
 
-/// A reusable STFT: returns the power (|X|^`power`) spectrogram as
-/// `[n_freq][n_frames]` in f64.
+/// A reusable short-time Fourier transform (real-input FFT).
 pub struct Stft {
     config: StftConfig,
     window: Vec<f64>,
-    fft: Arc<dyn rustfft::Fft<f64>>,
+    fft: Arc<dyn realfft::RealToComplex<f64>>,
 }
 
 impl std::fmt::Debug for Stft {
@@ -129,7 +126,7 @@ impl Stft {
                 ),
             ));
         }
-        let fft = FftPlanner::new().plan_fft_forward(config.n_fft);
+        let fft = realfft::RealFftPlanner::<f64>::new().plan_fft_forward(config.n_fft);
         Ok(Stft {
             window: window(config.window, config.n_fft),
             config,
@@ -142,10 +139,17 @@ impl Stft {
         self.config.n_fft / 2 + 1
     }
 
-    /// Complex spectrum per frame, each bin rounded to complex64 when
-    /// `round_to_f32` (numpy stores `rfft` output in a complex64 array in
-    /// `transformers.audio_utils.spectrogram`).
-    pub fn power(&self, signal: &[f32], power: f64, round_to_f32: bool) -> Result<Vec<Vec<f64>>> {
+    /// Calls `f(frame_index, power)` for every frame, with `power[k] =
+    /// |X_k|^power`. With `round_to_f32` each bin is rounded to complex64
+    /// first (numpy stores `rfft` output in a complex64 array in
+    /// `transformers.audio_utils.spectrogram` and librosa's `stft`).
+    pub fn for_each_frame(
+        &self,
+        signal: &[f32],
+        power: f64,
+        round_to_f32: bool,
+        mut f: impl FnMut(usize, &[f64]),
+    ) -> Result<usize> {
         let n_fft = self.config.n_fft;
         let x: Vec<f64> = signal.iter().map(|&v| v as f64).collect();
         let x = if self.config.center {
@@ -163,34 +167,77 @@ impl Stft {
             ));
         }
         let n_frames = 1 + (x.len() - n_fft) / self.config.hop;
-        let n_freq = self.n_freqs();
-        let mut out = vec![vec![0f64; n_frames]; n_freq];
-        let mut buf = vec![Complex::new(0.0, 0.0); n_fft];
-        let mut scratch = vec![Complex::new(0.0, 0.0); self.fft.get_inplace_scratch_len()];
-        for f in 0..n_frames {
-            let s = &x[f * self.config.hop..f * self.config.hop + n_fft];
-            for ((b, &v), &w) in buf.iter_mut().zip(s).zip(&self.window) {
-                *b = Complex::new(v * w, 0.0);
+        let mut input = self.fft.make_input_vec();
+        let mut output = self.fft.make_output_vec();
+        let mut scratch = self.fft.make_scratch_vec();
+        let mut pow = vec![0f64; self.n_freqs()];
+        for fr in 0..n_frames {
+            let s = &x[fr * self.config.hop..fr * self.config.hop + n_fft];
+            for ((b, &v), &w) in input.iter_mut().zip(s).zip(&self.window) {
+                *b = v * w;
             }
-            self.fft.process_with_scratch(&mut buf, &mut scratch);
-            for (k, row) in out.iter_mut().enumerate() {
-                let c = buf[k];
+            self.fft
+                .process_with_scratch(&mut input, &mut output, &mut scratch)
+                .map_err(|e| Error::invalid("STFT", e.to_string()))?;
+            for (p, c) in pow.iter_mut().zip(&output) {
                 let (re, im) = if round_to_f32 {
                     (c.re as f32 as f64, c.im as f32 as f64)
                 } else {
                     (c.re, c.im)
                 };
-                let mag = re.hypot(im);
-                row[f] = if power == 2.0 {
-                    mag * mag
+                let mag2 = re * re + im * im;
+                *p = if power == 2.0 {
+                    mag2
                 } else if power == 1.0 {
-                    mag
+                    mag2.sqrt()
                 } else {
-                    mag.powf(power)
+                    mag2.sqrt().powf(power)
                 };
             }
+            f(fr, &pow);
         }
-        Ok(out)
+        Ok(n_frames)
+    }
+
+    /// The whole spectrogram `[n_freq][n_frames]` of |X|^`power` in f64.
+    pub fn power(&self, signal: &[f32], power: f64, round_to_f32: bool) -> Result<Vec<Vec<f64>>> {
+        let mut frames: Vec<Vec<f64>> = Vec::new();
+        self.for_each_frame(signal, power, round_to_f32, |_, p| frames.push(p.to_vec()))?;
+        Ok((0..self.n_freqs())
+            .map(|k| frames.iter().map(|fr| fr[k]).collect())
+            .collect())
+    }
+}
+
+/// A filter bank stored sparsely: per filter, the first bin and its weights.
+#[derive(Debug, Clone)]
+struct SparseBank {
+    rows: Vec<(usize, Vec<f64>)>,
+}
+
+impl SparseBank {
+    fn new(bank: &[Vec<f64>]) -> Self {
+        SparseBank {
+            rows: bank
+                .iter()
+                .map(|row| {
+                    let lo = row.iter().position(|&w| w != 0.0).unwrap_or(0);
+                    let hi = row
+                        .iter()
+                        .rposition(|&w| w != 0.0)
+                        .map(|i| i + 1)
+                        .unwrap_or(lo);
+                    (lo, row[lo..hi].to_vec())
+                })
+                .collect(),
+        }
+    }
+
+    /// `out[m] = Σ_k bank[m][k] · power[k]`, bins in ascending order.
+    fn apply(&self, power: &[f64], out: &mut [f64]) {
+        for ((lo, w), o) in self.rows.iter().zip(out.iter_mut()) {
+            *o = w.iter().zip(&power[*lo..]).map(|(a, b)| a * b).sum();
+        }
     }
 }
 
@@ -322,7 +369,7 @@ impl Default for WhisperFeatureConfig {
 pub struct WhisperFeatureExtractor {
     config: WhisperFeatureConfig,
     stft: Stft,
-    mel: Vec<Vec<f64>>,
+    sparse: SparseBank,
 }
 
 impl WhisperFeatureExtractor {
@@ -344,7 +391,11 @@ impl WhisperFeatureExtractor {
             MelScale::Slaney,
             true,
         )?;
-        Ok(WhisperFeatureExtractor { config, stft, mel })
+        Ok(WhisperFeatureExtractor {
+            config,
+            stft,
+            sparse: SparseBank::new(&mel),
+        })
     }
 
     /// Reads `preprocessor_config.json` keys `feature_size`,
@@ -389,21 +440,20 @@ impl WhisperFeatureExtractor {
         let n_samples = self.config.chunk_seconds * self.config.sample_rate as usize;
         let mut x = audio[..audio.len().min(n_samples)].to_vec();
         x.resize(n_samples, 0.0);
-        let spec = self.stft.power(&x, 2.0, true)?;
-        let n_frames = spec[0].len() - 1; // the last frame is dropped
         let n_mels = self.config.n_mels;
+        let n_frames = self.n_frames();
         let mut out = vec![0f64; n_mels * n_frames];
-        for (m, filt) in self.mel.iter().enumerate() {
-            let row = &mut out[m * n_frames..(m + 1) * n_frames];
-            for (k, &w) in filt.iter().enumerate() {
-                if w == 0.0 {
-                    continue;
-                }
-                for (o, &p) in row.iter_mut().zip(&spec[k][..n_frames]) {
-                    *o += w * p;
+        let mut mel = vec![0f64; n_mels];
+        // Frame-major: each frame's power goes straight through the sparse
+        // filter bank; the last frame is dropped, as transformers does.
+        self.stft.for_each_frame(&x, 2.0, true, |fr, p| {
+            if fr < n_frames {
+                self.sparse.apply(p, &mut mel);
+                for (m, &v) in mel.iter().enumerate() {
+                    out[m * n_frames + fr] = v;
                 }
             }
-        }
+        })?;
         // log10 in f64 then float32, like numpy's spectrogram(); the
         // dynamic-range clamp and scaling are in float32.
         let logs: Vec<f32> = out.iter().map(|&v| v.max(1e-10).log10() as f32).collect();
@@ -470,8 +520,7 @@ pub fn mel_spectrogram(signal: &[f32], cfg: &MelConfig) -> Result<Vec<Vec<f64>>>
         center: cfg.center,
         pad_mode: cfg.pad_mode,
     })?;
-    let spec = stft.power(signal, cfg.power, false)?;
-    let bank = mel_filter_bank(
+    let bank = SparseBank::new(&mel_filter_bank(
         cfg.sample_rate,
         cfg.n_fft,
         cfg.n_mels,
@@ -479,21 +528,15 @@ pub fn mel_spectrogram(signal: &[f32], cfg: &MelConfig) -> Result<Vec<Vec<f64>>>
         cfg.f_max.unwrap_or(cfg.sample_rate as f64 / 2.0),
         cfg.scale,
         cfg.slaney_norm,
-    )?;
-    let n_frames = spec[0].len();
-    Ok(bank
-        .iter()
-        .map(|filt| {
-            let mut row = vec![0f64; n_frames];
-            for (k, &w) in filt.iter().enumerate() {
-                if w != 0.0 {
-                    for (o, &p) in row.iter_mut().zip(&spec[k]) {
-                        *o += w * p;
-                    }
-                }
-            }
-            row
-        })
+    )?);
+    let mut frames: Vec<Vec<f64>> = Vec::new();
+    let mut mel = vec![0f64; cfg.n_mels];
+    stft.for_each_frame(signal, cfg.power, true, |_, p| {
+        bank.apply(p, &mut mel);
+        frames.push(mel.clone());
+    })?;
+    Ok((0..cfg.n_mels)
+        .map(|m| frames.iter().map(|f| f[m]).collect())
         .collect())
 }
 
