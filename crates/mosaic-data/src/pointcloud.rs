@@ -321,13 +321,20 @@ fn split_header<'a>(
     what: &'static str,
 ) -> Result<(&'a str, usize)> {
     let limit = bytes.len().min(1 << 16);
-    let text = String::from_utf8_lossy(&bytes[..limit]);
+    // Walk raw lines (a binary body may follow the header, so the bytes as
+    // a whole are not text); byte offsets stay exact.
     let mut off = 0;
-    for line in text.split_inclusive('\n') {
-        off += line.len();
+    for raw in bytes[..limit].split_inclusive(|&b| b == b'\n') {
+        off += raw.len();
+        let line = String::from_utf8_lossy(raw);
         if line.trim_end() == end || line.trim_start().starts_with(end) && end == "DATA" {
-            let header = std::str::from_utf8(&bytes[..off])
-                .map_err(|_| Error::decode(name, what, "header is not UTF-8"))?;
+            let header = std::str::from_utf8(&bytes[..off]).map_err(|e| {
+                Error::decode(
+                    name,
+                    what,
+                    format!("header is not UTF-8 (byte {})", e.valid_up_to()),
+                )
+            })?;
             return Ok((header, off));
         }
     }
