@@ -188,6 +188,12 @@ pub fn euclidean_cost(x: &[Vec<f64>], y: &[Vec<f64>]) -> Result<Vec<Vec<f64>>> {
         ));
     }
     let (n, m) = (x[0].len(), y[0].len());
+    if x.iter().any(|r| r.len() != n) || y.iter().any(|r| r.len() != m) {
+        return Err(Error::invalid(
+            "DTW features",
+            "every feature row of a sequence must have the same length",
+        ));
+    }
     Ok((0..n)
         .map(|i| {
             (0..m)

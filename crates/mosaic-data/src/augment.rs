@@ -22,6 +22,22 @@ pub fn random_resized_crop(
     ratio: (f64, f64),
     rng: &mut AugRng,
 ) -> Result<RgbImage> {
+    let ok = |r: (f64, f64)| r.0.is_finite() && r.1.is_finite() && r.0 > 0.0 && r.0 <= r.1;
+    if !ok(scale)
+        || scale.1 > 1.0
+        || !ok(ratio)
+        || size.0 == 0
+        || size.1 == 0
+        || img.width() == 0
+        || img.height() == 0
+    {
+        return Err(Error::invalid(
+            "random resized crop",
+            format!(
+                "scale {scale:?} must be 0 < min ≤ max ≤ 1, ratio {ratio:?} 0 < min ≤ max, size {size:?} positive"
+            ),
+        ));
+    }
     let (w, h) = (img.width() as f64, img.height() as f64);
     let area = w * h;
     let (lr0, lr1) = (ratio.0.ln(), ratio.1.ln());
@@ -80,7 +96,12 @@ pub fn random_horizontal_flip(img: &RgbImage, p: f64, rng: &mut AugRng) -> RgbIm
 /// Rotates by a uniform angle in `[-max_degrees, max_degrees]` about the
 /// centre (bilinear, black fill, same size).
 pub fn random_rotation(img: &RgbImage, max_degrees: f64, rng: &mut AugRng) -> RgbImage {
-    let deg = rng.random_range(-max_degrees..=max_degrees);
+    let m = if max_degrees.is_finite() {
+        max_degrees.abs()
+    } else {
+        0.0
+    };
+    let deg = rng.random_range(-m..=m);
     rotate(img, deg)
 }
 

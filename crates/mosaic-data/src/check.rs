@@ -27,7 +27,8 @@ pub struct ValidationReport {
     pub bad: Vec<(String, String)>,
 }
 
-/// Decodes one modality value fully, returning a short description.
+/// Decodes one modality value fully (the value is discarded): `Ok` means a
+/// loader will be able to read it.
 pub fn check_value(m: Modality, v: &ModalityValue, sample: &Sample) -> Result<()> {
     let ext_hint = sample
         .extra
@@ -185,10 +186,13 @@ pub fn validate(input: &Path, threads: usize) -> Result<ValidationReport> {
                                 "has no modality",
                             ));
                         }
-                        for (m, v) in &smp.modalities {
-                            check_value(*m, v, &smp)?;
-                        }
-                        Ok(())
+                        // A panic in a decoder is reported for this sample.
+                        crate::error::guard(&at, "sample", || {
+                            for (m, v) in &smp.modalities {
+                                check_value(*m, v, &smp)?;
+                            }
+                            Ok(())
+                        })
                     });
                     let mut r = report.lock().unwrap_or_else(|p| p.into_inner());
                     r.0 += 1;
@@ -295,7 +299,7 @@ pub fn convert(
         let files_dir = base.join(format!("{stem}_files"));
         std::fs::create_dir_all(&files_dir).map_err(|e| Error::io(&files_dir, e))?;
         let mut recs = Vec::new();
-        for item in raw_stream(&source) {
+        for (index, item) in raw_stream(&source).enumerate() {
             let mut s = match item {
                 Ok(s) => s,
                 Err(e) if !strict => {
@@ -304,16 +308,9 @@ pub fn convert(
                 }
                 Err(e) => return Err(e),
             };
-            let key: String =
-                s.id.chars()
-                    .map(|c| {
-                        if c == '/' || c == '\\' || c == '.' {
-                            '_'
-                        } else {
-                            c
-                        }
-                    })
-                    .collect();
+            // File names from the position, not the id: ids may collide
+            // once made file-safe, and each modality gets its own file.
+            let key = format!("{index:09}");
             let mods: Vec<Modality> = s.modalities.keys().copied().collect();
             for m in mods {
                 if let Some(ModalityValue::Bytes(b)) = s.modalities.get(&m) {
@@ -323,7 +320,7 @@ pub fn convert(
                         .and_then(|v| v.as_str())
                         .unwrap_or("bin")
                         .to_string();
-                    let p = files_dir.join(format!("{key}.{ext}"));
+                    let p = files_dir.join(format!("{key}_{m}.{ext}"));
                     mosaic_core::atomic::write_bytes_atomic(&p, b)?;
                     s.modalities.insert(m, ModalityValue::Path(p));
                 }
@@ -334,6 +331,17 @@ pub fn convert(
         write_manifest(out, &recs)?;
         Ok((vec![out.to_path_buf()], skipped))
     } else {
+        if out.is_dir()
+            && std::fs::read_dir(out)
+                .map_err(|e| Error::io(out, e))?
+                .next()
+                .is_some()
+        {
+            return Err(Error::invalid(
+                out.display().to_string(),
+                "output folder is not empty (shards from an earlier run would mix with these)",
+            ));
+        }
         let prefix = input
             .file_stem()
             .unwrap_or_default()

@@ -38,10 +38,12 @@ pub fn exact_duplicates<K: std::hash::Hash + Eq>(
 /// grayscale with Lanczos, 2-D DCT-II, top-left 8×8, bits above the median).
 pub fn phash(img: &RgbImage) -> Result<u64> {
     let (w, h) = (img.width() as usize, img.height() as usize);
-    // PIL's "L" conversion: (299 R + 587 G + 114 B) / 1000, rounded.
+    // Pillow's "L" conversion (Convert.c, L24): fixed-point ITU-R 601-2.
     let gray: Vec<u8> = img
         .pixels()
-        .map(|p| ((p[0] as u32 * 299 + p[1] as u32 * 587 + p[2] as u32 * 114 + 500) / 1000) as u8)
+        .map(|p| {
+            ((p[0] as u32 * 19595 + p[1] as u32 * 38470 + p[2] as u32 * 7471 + 0x8000) >> 16) as u8
+        })
         .collect();
     let small = resize_u8(&gray, w, h, 1, 32, 32, Filter::Lanczos)?;
     let n = 32;
@@ -151,12 +153,11 @@ impl MinHasher {
             .join(" ")
             .chars()
             .collect();
-        let shingles: BTreeSet<String> = if norm.len() <= self.shingle {
+        let k = self.shingle.max(1);
+        let shingles: BTreeSet<String> = if norm.len() <= k {
             std::iter::once(norm.iter().collect()).collect()
         } else {
-            norm.windows(self.shingle)
-                .map(|w| w.iter().collect())
-                .collect()
+            norm.windows(k).map(|w| w.iter().collect()).collect()
         };
         (0..self.num_perm as u64)
             .map(|seed| {

@@ -109,10 +109,24 @@ fn publish_dir(staging: &Path, out: &Path, force: bool) -> Result<()> {
         }
         let old = out.with_extension(format!("old-{}", std::process::id()));
         std::fs::rename(out, &old).map_err(|e| Error::io(out, e))?;
-        std::fs::rename(staging, out).map_err(|e| Error::io(out, e))?;
-        std::fs::remove_dir_all(&old).map_err(|e| Error::io(&old, e))?;
+        if let Err(e) = std::fs::rename(staging, out) {
+            // Put the previous data set back; the new one stays in staging.
+            let _ = std::fs::rename(&old, out);
+            let _ = std::fs::remove_dir_all(staging);
+            return Err(Error::io(out, e));
+        }
+        // The import itself succeeded; a leftover old folder is only logged.
+        if let Err(e) = std::fs::remove_dir_all(&old) {
+            tracing::warn!(
+                "could not remove the replaced data set {}: {e}",
+                old.display()
+            );
+        }
     } else {
-        std::fs::rename(staging, out).map_err(|e| Error::io(out, e))?;
+        if let Err(e) = std::fs::rename(staging, out) {
+            let _ = std::fs::remove_dir_all(staging);
+            return Err(Error::io(out, e));
+        }
     }
     Ok(())
 }

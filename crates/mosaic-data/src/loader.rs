@@ -4,8 +4,11 @@
 //!
 //! Order is deterministic for a seed whatever the thread count: the
 //! shuffle happens on the single reader thread, every sample carries its
-//! sequence number, and the consumer re-orders decoded samples by it. All
-//! queues are bounded, so at most `queue_depth` samples are in flight.
+//! sequence number, and the consumer re-orders decoded samples by it. The
+//! reader needs a credit per sample, returned when the consumer emits that
+//! sample, so at most `queue_depth` samples sit between the reader and the
+//! consumer (plus the shuffle buffer), however slow one sample is. A panic
+//! inside a decoder becomes an error for that sample.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -226,12 +229,20 @@ impl Loader {
         let depth = cfg.queue_depth.max(cfg.num_workers);
         let (raw_tx, raw_rx) = sync_channel::<(usize, Result<Sample>)>(depth / 2 + 1);
         let (done_tx, done_rx) = sync_channel::<(usize, Result<Prepared>)>(depth / 2 + 1);
+        // Credits bound the samples between the reader and the consumer's
+        // in-order output (queues plus the re-order buffer), even when one
+        // slow sample holds up the order: the reader takes a credit per
+        // sample and the consumer returns it when that sample is emitted.
+        let (credit_tx, credit_rx) = sync_channel::<()>(depth);
+        for _ in 0..depth {
+            credit_tx.send(()).expect("fresh channel");
+        }
         let open = self.source.open.clone();
         let seed = cfg.seed.wrapping_add(epoch);
         let shuffle = cfg.shuffle_buffer;
         let mut threads = Vec::new();
         threads.push(std::thread::spawn(move || {
-            read_and_shuffle(open, shuffle, seed, raw_tx)
+            read_and_shuffle(open, shuffle, seed, raw_tx, credit_rx)
         }));
         let raw_rx = Arc::new(Mutex::new(raw_rx));
         for _ in 0..cfg.num_workers {
@@ -243,6 +254,7 @@ impl Loader {
         drop(done_tx);
         EpochIter {
             rx: Some(done_rx),
+            credits: Some(credit_tx),
             pipeline: self.pipeline.clone(),
             config: cfg,
             next_seq: 0,
@@ -259,11 +271,15 @@ fn read_and_shuffle(
     buffer: usize,
     seed: u64,
     tx: SyncSender<(usize, Result<Sample>)>,
+    credits: Receiver<()>,
 ) {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut buf: Vec<Result<Sample>> = Vec::with_capacity(buffer);
     let mut seq = 0usize;
     let mut send = |item: Result<Sample>| -> bool {
+        if credits.recv().is_err() {
+            return false;
+        }
         let ok = tx.send((seq, item)).is_ok();
         seq += 1;
         ok
@@ -296,33 +312,41 @@ fn read_and_shuffle(
 
 fn work(
     rx: Arc<Mutex<Receiver<Numbered<Result<Sample>>>>>,
-    tx: SyncSender<(usize, Result<Prepared>)>,
+    tx: SyncSender<Numbered<Result<Prepared>>>,
     pipe: Arc<Pipeline>,
 ) {
     loop {
         let next = { rx.lock().map(|r| r.recv()) };
         let Ok(Ok((seq, item))) = next else { return };
-        let out = item.and_then(|s| {
-            pipe.prepare(&s).map_err(|e| match e {
-                // Name the sample when the error does not already.
-                Error::InvalidArgument { what, message } if !what.contains(&s.id) => {
-                    Error::InvalidArgument {
-                        what: format!("sample `{}` {what}", s.id),
-                        message,
-                    }
-                }
-                other => other,
-            })
-        });
+        let out = item.and_then(|s| prepare_guarded(&pipe, &s));
         if tx.send((seq, out)).is_err() {
             return;
         }
     }
 }
 
+/// Prepares a sample; a panic inside a decoder becomes an error naming the
+/// sample, so one bad file can neither kill a worker nor vanish uncounted.
+pub(crate) fn prepare_guarded(pipe: &Pipeline, s: &Sample) -> Result<Prepared> {
+    let id = s.id.clone();
+    crate::error::guard(&format!("sample `{id}`"), "sample", || {
+        pipe.prepare(s).map_err(|e| match e {
+            // Name the sample when the error does not already.
+            Error::InvalidArgument { what, message } if !what.contains(&id) => {
+                Error::InvalidArgument {
+                    what: format!("sample `{id}` {what}"),
+                    message,
+                }
+            }
+            other => other,
+        })
+    })
+}
+
 /// One epoch's batches. Dropping it stops the threads.
 pub struct EpochIter {
     rx: Option<Receiver<(usize, Result<Prepared>)>>,
+    credits: Option<SyncSender<()>>,
     pipeline: Arc<Pipeline>,
     config: LoaderConfig,
     next_seq: usize,
@@ -351,6 +375,9 @@ impl EpochIter {
         loop {
             if let Some(item) = self.pending.remove(&self.next_seq) {
                 self.next_seq += 1;
+                if let Some(c) = &self.credits {
+                    let _ = c.try_send(());
+                }
                 match item {
                     Ok(p) => {
                         self.stats.ok += 1;
@@ -416,8 +443,10 @@ impl Iterator for EpochIter {
 
 impl Drop for EpochIter {
     fn drop(&mut self) {
-        // Closing our receiver makes workers and the reader stop at their next send.
+        // Closing our receiver and the credits makes workers and the reader
+        // stop at their next send or credit wait.
         self.rx = None;
+        self.credits = None;
         self.pending.clear();
         for t in self.threads.drain(..) {
             let _ = t.join();

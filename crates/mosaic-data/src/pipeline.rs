@@ -187,11 +187,30 @@ impl Pipeline {
                     let proc_ = self.image.as_ref().ok_or_else(|| {
                         Error::config("pipeline", "video needs an image processor for its frames")
                     })?;
-                    let ModalityValue::Path(p) = v else {
-                        return Err(Error::invalid(
-                            format!("sample `{id}` video"),
-                            "video must be a file or folder path (ffmpeg reads files)",
-                        ));
+                    // ffmpeg reads files: bytes from a shard go through a
+                    // temporary file with the member's extension.
+                    let tmp;
+                    let p: &Path = match v {
+                        ModalityValue::Path(p) => p,
+                        ModalityValue::Bytes(b) => {
+                            let ext = sample
+                                .extra
+                                .get("video_ext")
+                                .and_then(|e| e.as_str())
+                                .unwrap_or("mp4");
+                            tmp = tempfile::Builder::new()
+                                .suffix(&format!(".{ext}"))
+                                .tempfile()
+                                .map_err(|e| Error::io(std::env::temp_dir(), e))?;
+                            std::fs::write(tmp.path(), b).map_err(|e| Error::io(tmp.path(), e))?;
+                            tmp.path()
+                        }
+                        _ => {
+                            return Err(Error::invalid(
+                                format!("sample `{id}` video"),
+                                "expected a file, a folder or encoded bytes",
+                            ));
+                        }
                     };
                     let fr = load_frames(p, vo)?;
                     let frames: Vec<_> = fr
@@ -205,26 +224,43 @@ impl Pipeline {
                     let Some(pc) = &self.point_cloud else {
                         continue;
                     };
-                    let ModalityValue::Path(p) = v else {
-                        return Err(Error::invalid(
-                            format!("sample `{id}` point_cloud"),
-                            "expected a file path",
-                        ));
+                    let cloud = match v {
+                        ModalityValue::Path(p) => load_point_cloud(p)?,
+                        ModalityValue::Bytes(b) => crate::pointcloud::decode_point_cloud(
+                            b,
+                            &name(""),
+                            sample.extra.get("point_cloud_ext").and_then(|e| e.as_str()),
+                        )?,
+                        _ => {
+                            return Err(Error::invalid(
+                                format!("sample `{id}` point_cloud"),
+                                "expected a file or encoded bytes",
+                            ));
+                        }
                     };
-                    pc.apply(&load_point_cloud(p)?, self.seed)?
+                    pc.apply(&cloud, self.seed)?
                 }
                 Modality::Sensor => {
                     let Some(sp) = &self.sensor else { continue };
-                    let ModalityValue::Path(p) = v else {
-                        return Err(Error::invalid(
-                            format!("sample `{id}` sensor"),
-                            "expected a file path",
-                        ));
+                    let (mut ts, src): (TimeSeries, String) = match v {
+                        ModalityValue::Path(p) => (
+                            crate::sensor::load_sensor(p, &sp.read)?,
+                            p.display().to_string(),
+                        ),
+                        ModalityValue::Bytes(b) => (
+                            crate::sensor::decode_sensor(b, &name(""), &sp.read)?,
+                            name(""),
+                        ),
+                        _ => {
+                            return Err(Error::invalid(
+                                format!("sample `{id}` sensor"),
+                                "expected a file or encoded bytes",
+                            ));
+                        }
                     };
-                    let mut ts: TimeSeries = crate::sensor::load_sensor(p, &sp.read)?;
                     if let Some(r) = sp.rate {
                         ts = ts.resample(r, sp.max_gap).map_err(|e| {
-                            Error::decode(p.display().to_string(), "sensor stream", e.to_string())
+                            Error::decode(src.clone(), "sensor stream", e.to_string())
                         })?;
                     }
                     if sp.normalize {

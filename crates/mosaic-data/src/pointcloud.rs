@@ -216,6 +216,34 @@ impl PointCloudConfig {
     }
 }
 
+/// Decodes point-cloud bytes (e.g. from a shard); the format is taken from
+/// `extension` if given, else sniffed (`ply` magic, a PCD `FIELDS` header,
+/// else XYZ/CSV text).
+pub fn decode_point_cloud(bytes: &[u8], name: &str, extension: Option<&str>) -> Result<PointCloud> {
+    let ext = extension
+        .map(|e| e.to_ascii_lowercase())
+        .unwrap_or_else(|| {
+            let head = String::from_utf8_lossy(&bytes[..bytes.len().min(1024)]).into_owned();
+            if bytes.starts_with(b"ply") {
+                "ply".into()
+            } else if head.contains("FIELDS") && head.contains("DATA") {
+                "pcd".into()
+            } else {
+                "xyz".into()
+            }
+        });
+    match ext.as_str() {
+        "ply" => parse_ply(bytes, name),
+        "pcd" => parse_pcd(bytes, name),
+        "xyz" | "txt" | "csv" | "pts" => parse_xyz(bytes, name),
+        _ => Err(Error::decode(
+            name,
+            "point cloud",
+            format!("unknown extension `{ext}` (expected ply, pcd, xyz, txt, csv)"),
+        )),
+    }
+}
+
 /// Reads a point cloud, choosing the format by extension (`ply`, `pcd`,
 /// `xyz`, `txt`, `csv`, `pts`).
 pub fn load_point_cloud(path: &Path) -> Result<PointCloud> {
@@ -414,8 +442,67 @@ fn parse_ply(bytes: &[u8], name: &str) -> Result<PointCloud> {
     }
     let format = format.ok_or_else(|| err("no `format` line".into()))?;
     let body = &bytes[body_start..];
-    let mut rows: Vec<Vec<f64>> = Vec::new();
-    let mut vertex_props: Vec<String> = Vec::new();
+    // Structural checks before reading any row, so a hostile header cannot
+    // make us loop or allocate for rows the file does not hold.
+    if elements.iter().filter(|e| e.name == "vertex").count() != 1 {
+        return Err(err("expected exactly one `vertex` element".into()));
+    }
+    let mut min_bytes: usize = 0;
+    for el in &elements {
+        if el.count > 0 && el.props.is_empty() {
+            return Err(err(format!(
+                "element `{}` has rows but no properties",
+                el.name
+            )));
+        }
+        let row: usize = el
+            .props
+            .iter()
+            .map(|p| p.list_count.map_or(p.ty.size(), |c| c.size()))
+            .sum();
+        let need = if format == 0 {
+            el.count.saturating_mul(2)
+        } else {
+            el.count.saturating_mul(row)
+        };
+        min_bytes = min_bytes.saturating_add(need);
+        if min_bytes > body.len() {
+            return Err(err(format!(
+                "element `{}` declares {} rows, needing at least {min_bytes} bytes of data, but the file has {} (fewer rows than declared)",
+                el.name,
+                el.count,
+                body.len()
+            )));
+        }
+    }
+    let vertex = elements
+        .iter()
+        .find(|e| e.name == "vertex")
+        .expect("checked");
+    // Columns are the vertex element's scalar properties (lists are skipped).
+    let vertex_props: Vec<String> = vertex
+        .props
+        .iter()
+        .filter(|p| p.list_count.is_none())
+        .map(|p| p.name.clone())
+        .collect();
+    // Integer colour channels are 0-255; float ones are already 0-1.
+    let color_scales: Vec<(String, f64)> = vertex
+        .props
+        .iter()
+        .filter(|p| p.list_count.is_none())
+        .map(|p| {
+            (
+                p.name.clone(),
+                if matches!(p.ty, Scalar::F32 | Scalar::F64) {
+                    1.0
+                } else {
+                    255.0
+                },
+            )
+        })
+        .collect();
+    let mut rows: Vec<Vec<f64>> = Vec::with_capacity(vertex.count);
     if format == 0 {
         let text = std::str::from_utf8(body).map_err(|e| {
             err(format!(
@@ -432,25 +519,32 @@ fn parse_ply(bytes: &[u8], name: &str) -> Result<PointCloud> {
                         el.name, el.count
                     ))
                 })?;
-                if el.name == "vertex" {
-                    let vals: Vec<f64> = line
-                        .split_whitespace()
-                        .take(el.props.len())
-                        .map(|t| t.parse::<f64>())
-                        .collect::<std::result::Result<_, _>>()
-                        .map_err(|_| err(format!("vertex {i}: not a number in `{line}`")))?;
-                    if vals.len() < el.props.len() {
-                        return Err(err(format!(
-                            "vertex {i}: {} values, expected {}",
-                            vals.len(),
-                            el.props.len()
-                        )));
-                    }
-                    rows.push(vals);
+                if el.name != "vertex" {
+                    continue;
                 }
-            }
-            if el.name == "vertex" {
-                vertex_props = el.props.iter().map(|p| p.name.clone()).collect();
+                let mut toks = line.split_whitespace();
+                let mut num = |what: &str| -> Result<f64> {
+                    let t = toks
+                        .next()
+                        .ok_or_else(|| err(format!("vertex {i}: missing {what} in `{line}`")))?;
+                    t.parse::<f64>()
+                        .map_err(|_| err(format!("vertex {i}: `{t}` is not a number")))
+                };
+                let mut vals = Vec::with_capacity(vertex_props.len());
+                for p in &el.props {
+                    if p.list_count.is_some() {
+                        let n = num(&p.name)?;
+                        if !(0.0..=1e6).contains(&n) {
+                            return Err(err(format!("vertex {i}: list length {n} out of range")));
+                        }
+                        for _ in 0..n as usize {
+                            num(&p.name)?;
+                        }
+                    } else {
+                        vals.push(num(&p.name)?);
+                    }
+                }
+                rows.push(vals);
             }
         }
     } else {
@@ -458,12 +552,8 @@ fn parse_ply(bytes: &[u8], name: &str) -> Result<PointCloud> {
         let mut off = 0usize;
         for el in &elements {
             let is_vertex = el.name == "vertex";
-            if is_vertex {
-                vertex_props = el.props.iter().map(|p| p.name.clone()).collect();
-                rows.reserve(el.count.min(body.len() / el.props.len().max(1)));
-            }
             for i in 0..el.count {
-                let mut vals = Vec::new();
+                let mut vals = Vec::with_capacity(vertex_props.len());
                 for p in &el.props {
                     let at = off;
                     let short = || {
@@ -476,11 +566,20 @@ fn parse_ply(bytes: &[u8], name: &str) -> Result<PointCloud> {
                     };
                     if let Some(ct) = p.list_count {
                         let b = body.get(off..off + ct.size()).ok_or_else(short)?;
-                        let n = ct.read(b, big).max(0.0) as usize;
-                        let len = n.checked_mul(p.ty.size()).ok_or_else(short)?;
+                        let n = ct.read(b, big);
+                        if !(0.0..=1e9).contains(&n) {
+                            return Err(err(format!(
+                                "element `{}` row {i}: list length {n} out of range",
+                                el.name
+                            )));
+                        }
                         let start = off + ct.size();
-                        body.get(start..start + len).ok_or_else(short)?;
-                        off = start + len;
+                        let end = (n as usize)
+                            .checked_mul(p.ty.size())
+                            .and_then(|len| start.checked_add(len))
+                            .ok_or_else(short)?;
+                        body.get(start..end).ok_or_else(short)?;
+                        off = end;
                     } else {
                         let b = body.get(off..off + p.ty.size()).ok_or_else(short)?;
                         if is_vertex {
@@ -495,10 +594,11 @@ fn parse_ply(bytes: &[u8], name: &str) -> Result<PointCloud> {
             }
         }
     }
-    cloud_from_rows(&rows, &vertex_props, name, "PLY", |p| match p {
-        "red" | "green" | "blue" | "r" | "g" | "b" | "diffuse_red" | "diffuse_green"
-        | "diffuse_blue" => 255.0,
-        _ => 1.0,
+    cloud_from_rows(&rows, &vertex_props, name, "PLY", |p| {
+        color_scales
+            .iter()
+            .find(|(n, _)| n == p)
+            .map_or(1.0, |(_, s)| *s)
     })
 }
 
@@ -521,6 +621,17 @@ fn cloud_from_rows(
     };
     if rows.is_empty() {
         return Err(Error::decode(name, what, "no points"));
+    }
+    if let Some((i, r)) = rows.iter().enumerate().find(|(_, r)| r.len() < cols.len()) {
+        return Err(Error::decode(
+            name,
+            what,
+            format!(
+                "point {i} has {} values for {} columns",
+                r.len(),
+                cols.len()
+            ),
+        ));
     }
     let tri = |a: usize, b: usize, c: usize, s: [f64; 3]| -> Vec<[f32; 3]> {
         rows.iter()
@@ -617,6 +728,9 @@ fn parse_pcd(bytes: &[u8], name: &str) -> Result<PointCloud> {
     let n = points.ok_or_else(|| err("no POINTS line".into()))?;
     if counts.is_empty() {
         counts = vec![1; fields.len()];
+    }
+    if counts.iter().sum::<usize>() > 4096 || fields.len() > 4096 {
+        return Err(err("more than 4096 values per point".into()));
     }
     if fields.is_empty()
         || sizes.len() != fields.len()
@@ -721,6 +835,12 @@ fn parse_pcd(bytes: &[u8], name: &str) -> Result<PointCloud> {
             }
             let csize = u32::from_le_bytes(body[0..4].try_into().unwrap()) as usize;
             let usize_ = u32::from_le_bytes(body[4..8].try_into().unwrap()) as usize;
+            // LZF expands at most ~130×; a larger claim is a lie.
+            if usize_ > csize.saturating_mul(132).saturating_add(64) {
+                return Err(err(format!(
+                    "claims {usize_} uncompressed bytes from {csize} compressed"
+                )));
+            }
             let need = n
                 .checked_mul(point_size)
                 .ok_or_else(|| err("size overflow".into()))?;
@@ -949,12 +1069,12 @@ mod tests {
         let bin = b"ply\nformat binary_little_endian 1.0\nelement vertex 1000\nproperty float x\nproperty float y\nproperty float z\nend_header\n\0\0\0\0\0\0\0\0\0\0\0\0";
         let e = parse_ply(bin, "short.ply").unwrap_err().to_string();
         assert!(
-            e.contains("short.ply") && e.contains("1000") && e.contains("row 1"),
+            e.contains("short.ply") && e.contains("declares 1000 rows"),
             "{e}"
         );
         let ascii = b"ply\nformat ascii 1.0\nelement vertex 3\nproperty float x\nproperty float y\nproperty float z\nend_header\n1 2 3\n";
         let e = parse_ply(ascii, "s.ply").unwrap_err().to_string();
-        assert!(e.contains("ends after 1"), "{e}");
+        assert!(e.contains("s.ply") && e.contains("declares 3 rows"), "{e}");
     }
 
     #[test]

@@ -98,7 +98,19 @@ impl TimeSeries {
         let c = self.num_channels();
         let t0 = self.timestamps[0];
         let span = self.timestamps[self.len() - 1] - t0;
-        let n = (span * rate).floor() as usize + 1;
+        let steps = (span * rate).floor();
+        // Resampling may densify, but not without bound (e.g. timestamps in
+        // nanoseconds read as seconds would ask for ~1e17 steps).
+        let limit = (self.len() as f64 * 1000.0).clamp(1e6, 1e9);
+        if !steps.is_finite() || steps + 1.0 > limit {
+            return Err(Error::invalid(
+                "sensor stream",
+                format!(
+                    "resampling {span} s at {rate} Hz would give {steps} steps (limit {limit}); check the time unit (time_scale)"
+                ),
+            ));
+        }
+        let n = steps as usize + 1;
         let mut ts = Vec::with_capacity(n);
         let mut vals = Vec::with_capacity(n * c);
         let mut j = 0;
@@ -226,6 +238,15 @@ pub fn load_sensor(path: &Path, opts: &SensorReadOptions) -> Result<TimeSeries> 
     }
 }
 
+/// Decodes sensor bytes (e.g. from a shard): NPY by its magic, else CSV.
+pub fn decode_sensor(bytes: &[u8], name: &str, opts: &SensorReadOptions) -> Result<TimeSeries> {
+    if bytes.starts_with(b"\x93NUMPY") {
+        parse_npy_series(bytes, name, opts)
+    } else {
+        parse_csv_series(bytes, name, opts)
+    }
+}
+
 /// Parses CSV (comma, semicolon or tab separated, with a header row).
 pub fn parse_csv_series(bytes: &[u8], name: &str, opts: &SensorReadOptions) -> Result<TimeSeries> {
     let err = |m: String| Error::decode(name, "sensor CSV", m);
@@ -325,6 +346,13 @@ pub fn parse_npy_series(bytes: &[u8], name: &str, opts: &SensorReadOptions) -> R
         }
     };
     let time_col = matches!(opts.time_column.as_deref(), Some("0"));
+    if c == 0 || (time_col && c < 2) {
+        return Err(Error::decode(
+            name,
+            "NPY sensor stream",
+            format!("shape {shape:?} has no data columns"),
+        ));
+    }
     let mut times = Vec::new();
     let mut rows = Vec::with_capacity(t * c);
     for i in 0..t {
@@ -447,6 +475,12 @@ fn finish_series(
                 }
             }
         }
+    }
+    if let Some(i) = times.iter().position(|t| !t.is_finite()) {
+        return Err(err(format!(
+            "{unit} {}: timestamp is not finite",
+            row_ids[i]
+        )));
     }
     for (i, w) in times.windows(2).enumerate() {
         if w[1] <= w[0] {

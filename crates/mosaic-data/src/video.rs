@@ -173,10 +173,34 @@ pub fn probe(path: &Path) -> Result<VideoInfo> {
         .iter()
         .find(|s| s["codec_type"] == "audio")
         .and_then(|s| s["sample_rate"].as_str().and_then(|r| r.parse().ok()));
+    // ffmpeg auto-rotates frames by the display matrix; report the size of
+    // the frames it will actually output.
+    let rotation = video["side_data_list"]
+        .as_array()
+        .and_then(|l| {
+            l.iter().find_map(|d| {
+                d["rotation"]
+                    .as_f64()
+                    .or_else(|| d["rotation"].as_i64().map(|v| v as f64))
+            })
+        })
+        .or_else(|| {
+            video["tags"]["rotate"]
+                .as_str()
+                .and_then(|r| r.parse::<f64>().ok())
+        })
+        .unwrap_or(0.0);
+    let (mut width, mut height) = (
+        video["width"].as_u64().unwrap_or(0) as u32,
+        video["height"].as_u64().unwrap_or(0) as u32,
+    );
+    if ((rotation.abs() as i64) % 180) == 90 {
+        std::mem::swap(&mut width, &mut height);
+    }
     Ok(VideoInfo {
         duration,
-        width: video["width"].as_u64().unwrap_or(0) as u32,
-        height: video["height"].as_u64().unwrap_or(0) as u32,
+        width,
+        height,
         fps,
         audio_rate,
     })
@@ -189,7 +213,11 @@ pub fn sample_times(duration: f64, sampling: FrameSampling, max_frames: usize) -
             "frame sampling",
             "uniform sampling needs at least one frame",
         )),
-        FrameSampling::Uniform(n) => Ok((0..n.min(max_frames))
+        FrameSampling::Uniform(n) if n > max_frames => Err(Error::invalid(
+            "frame sampling",
+            format!("{n} frames is over the limit of {max_frames}"),
+        )),
+        FrameSampling::Uniform(n) => Ok((0..n)
             .map(|i| duration * (i as f64 + 0.5) / n as f64)
             .collect()),
         FrameSampling::Every(k) if k.is_nan() || k <= 0.0 => Err(Error::invalid(
@@ -324,12 +352,27 @@ fn load_gif(path: &Path, opts: &VideoOptions) -> Result<Frames> {
     let bytes = crate::error::read_limited(path, 512 << 20)?;
     let dec = image::codecs::gif::GifDecoder::new(std::io::Cursor::new(bytes))
         .map_err(|e| Error::decode(&name, "GIF", e.to_string()))?;
+    let (gw, gh) = image::ImageDecoder::dimensions(&dec);
+    if gw == 0 || gh == 0 || gw > opts.max_side || gh > opts.max_side {
+        return Err(Error::decode(
+            &name,
+            "GIF",
+            format!("canvas {gw}x{gh} outside 1..={}", opts.max_side),
+        ));
+    }
+    // Every frame is kept as a full RGB canvas: bound the total.
+    let frame_bytes = gw as usize * gh as usize * 3;
+    let max_frames = ((1usize << 30) / frame_bytes).clamp(1, 10_000);
     let mut all = Vec::new();
     let mut starts = Vec::new();
     let mut t = 0.0;
     for (i, f) in dec.into_frames().enumerate() {
-        if i >= 10_000 {
-            return Err(Error::decode(&name, "GIF", "more than 10000 frames"));
+        if i >= max_frames {
+            return Err(Error::decode(
+                &name,
+                "GIF",
+                format!("more than {max_frames} frames of {gw}x{gh} (1 GiB of frames)"),
+            ));
         }
         let f = f.map_err(|e| Error::decode(&name, "GIF", format!("frame {i}: {e}")))?;
         let (n, d) = f.delay().numer_denom_ms();

@@ -57,6 +57,9 @@ pub struct AudioLimits {
     pub max_file_bytes: u64,
     /// Most decoded seconds accepted.
     pub max_seconds: f64,
+    /// Most decoded samples (all channels) accepted, whatever the rate: a
+    /// header may declare an absurd rate or channel count.
+    pub max_samples: usize,
 }
 
 impl Default for AudioLimits {
@@ -64,6 +67,7 @@ impl Default for AudioLimits {
         AudioLimits {
             max_file_bytes: 1 << 30,
             max_seconds: 6.0 * 3600.0,
+            max_samples: 1 << 29,
         }
     }
 }
@@ -157,6 +161,12 @@ fn decode_audio_inner(
             *b = SampleBuffer::new(cap, spec);
         }
         b.copy_interleaved_ref(decoded);
+        if samples.len() + b.samples().len() > limits.max_samples {
+            return Err(err(format!(
+                "more than {} decoded samples",
+                limits.max_samples
+            )));
+        }
         if samples.len() + b.samples().len() > max_samples.saturating_mul(channels.max(1)) {
             return Err(err(format!(
                 "longer than the limit of {} s",

@@ -310,7 +310,9 @@ pub fn mel_filter_bank(
         .collect();
     // numpy.linspace(0, sr // 2, n_freqs) for transformers; librosa's
     // rfftfreq gives the same values.
-    let nyq = (sample_rate / 2) as f64;
+    // librosa's rfftfreq; transformers' linspace(0, sr // 2) is the same
+    // for the even rates it is used with.
+    let nyq = sample_rate as f64 / 2.0;
     let freqs: Vec<f64> = (0..n_freqs)
         .map(|k| {
             if k == n_freqs - 1 {
@@ -373,7 +375,8 @@ pub struct WhisperFeatureExtractor {
 }
 
 impl WhisperFeatureExtractor {
-    /// Builds the extractor (mel filters: Slaney scale and norm, 0–8 kHz).
+    /// Builds the extractor (mel filters: Slaney scale and norm, 0–8 kHz,
+    /// so the rate must be at least 16 kHz).
     pub fn new(config: WhisperFeatureConfig) -> Result<Self> {
         let stft = Stft::new(StftConfig {
             n_fft: config.n_fft,
@@ -387,7 +390,8 @@ impl WhisperFeatureExtractor {
             config.n_fft,
             config.n_mels,
             0.0,
-            config.sample_rate as f64 / 2.0,
+            // transformers fixes the top at 8 kHz whatever the rate.
+            8000.0,
             MelScale::Slaney,
             true,
         )?;

@@ -266,8 +266,6 @@ pub struct VadOptions {
     pub min_silence_ms: f64,
     /// Padding added on both sides of each segment.
     pub speech_pad_ms: f64,
-    /// Split segments longer than this (seconds).
-    pub max_speech_s: f64,
 }
 
 impl Default for VadOptions {
@@ -278,7 +276,6 @@ impl Default for VadOptions {
             min_speech_ms: 250.0,
             min_silence_ms: 100.0,
             speech_pad_ms: 30.0,
-            max_speech_s: f64::INFINITY,
         }
     }
 }
@@ -293,66 +290,35 @@ pub struct SpeechSegment {
 }
 
 /// Turns window probabilities into speech segments exactly as
-/// `silero_vad.get_speech_timestamps` does at 16 kHz.
+/// `silero_vad.get_speech_timestamps` does at 16 kHz with its default
+/// `max_speech_duration_s = inf` (segments are never split by length; the
+/// package's splitting of over-long segments is not reproduced).
 pub fn speech_segments(probs: &[f32], audio_len: usize, opts: &VadOptions) -> Vec<SpeechSegment> {
     let sr = 16_000f64;
     let w = WINDOW;
     let min_speech = sr * opts.min_speech_ms / 1000.0;
     let pad = sr * opts.speech_pad_ms / 1000.0;
-    let max_speech = sr * opts.max_speech_s - w as f64 - 2.0 * pad;
     let min_silence = sr * opts.min_silence_ms / 1000.0;
-    let min_silence_at_max = sr * 98.0 / 1000.0;
     let neg = opts
         .neg_threshold
         .unwrap_or((opts.threshold - 0.15).max(0.01));
     let mut triggered = false;
     let mut speeches: Vec<(i64, i64)> = Vec::new();
     let mut cur: Option<(i64, Option<i64>)> = None;
-    let (mut temp_end, mut prev_end, mut next_start) = (0i64, 0i64, 0i64);
+    let mut temp_end = 0i64;
     for (i, &p) in probs.iter().enumerate() {
         let pos = (w * i) as i64;
         if p >= opts.threshold && temp_end != 0 {
             temp_end = 0;
-            if next_start < prev_end {
-                next_start = pos;
-            }
         }
         if p >= opts.threshold && !triggered {
             triggered = true;
             cur = Some((pos, None));
             continue;
         }
-        if triggered
-            && let Some((start, _)) = cur
-            && (pos - start) as f64 > max_speech
-        {
-            if prev_end != 0 {
-                speeches.push((start, prev_end));
-                if next_start < prev_end {
-                    triggered = false;
-                    cur = None;
-                } else {
-                    cur = Some((next_start, None));
-                }
-                prev_end = 0;
-                next_start = 0;
-                temp_end = 0;
-            } else {
-                speeches.push((start, pos));
-                cur = None;
-                prev_end = 0;
-                next_start = 0;
-                temp_end = 0;
-                triggered = false;
-                continue;
-            }
-        }
         if p < neg && triggered {
             if temp_end == 0 {
                 temp_end = pos;
-            }
-            if (pos - temp_end) as f64 > min_silence_at_max {
-                prev_end = temp_end;
             }
             if ((pos - temp_end) as f64) < min_silence {
                 continue;
@@ -363,8 +329,6 @@ pub fn speech_segments(probs: &[f32], audio_len: usize, opts: &VadOptions) -> Ve
                 speeches.push((start, temp_end));
             }
             cur = None;
-            prev_end = 0;
-            next_start = 0;
             temp_end = 0;
             triggered = false;
         }
@@ -374,23 +338,24 @@ pub fn speech_segments(probs: &[f32], audio_len: usize, opts: &VadOptions) -> Ve
     {
         speeches.push((start, audio_len as i64));
     }
+    // Padding in float samples, truncated like Python's int().
     let n = speeches.len();
-    let pad_i = pad as i64;
+    let len = audio_len as f64;
     for i in 0..n {
         if i == 0 {
-            speeches[0].0 = (speeches[0].0 - pad_i).max(0);
+            speeches[0].0 = (speeches[0].0 as f64 - pad).max(0.0) as i64;
         }
         if i != n - 1 {
             let silence = speeches[i + 1].0 - speeches[i].1;
-            if silence < 2 * pad_i {
-                speeches[i].1 += silence / 2;
-                speeches[i + 1].0 = (speeches[i + 1].0 - silence / 2).max(0);
+            if (silence as f64) < 2.0 * pad {
+                speeches[i].1 += silence.div_euclid(2);
+                speeches[i + 1].0 = (speeches[i + 1].0 - silence.div_euclid(2)).max(0);
             } else {
-                speeches[i].1 = (speeches[i].1 + pad_i).min(audio_len as i64);
-                speeches[i + 1].0 = (speeches[i + 1].0 - pad_i).max(0);
+                speeches[i].1 = (speeches[i].1 as f64 + pad).min(len) as i64;
+                speeches[i + 1].0 = (speeches[i + 1].0 as f64 - pad).max(0.0) as i64;
             }
         } else {
-            speeches[i].1 = (speeches[i].1 + pad_i).min(audio_len as i64);
+            speeches[i].1 = (speeches[i].1 as f64 + pad).min(len) as i64;
         }
     }
     speeches

@@ -291,6 +291,16 @@ impl ImageProcessor {
     pub fn preprocess_to_vec(&self, image: &RgbImage) -> Result<(usize, usize, Vec<f32>)> {
         let (w0, h0) = (image.width() as usize, image.height() as usize);
         let (rh, rw) = self.resized_size(h0, w0);
+        // An extreme aspect ratio (1×16384 under shortest-edge 224) would
+        // resize to gigabytes before the crop.
+        if rh.saturating_mul(rw) > 1 << 26 {
+            return Err(Error::invalid(
+                "image",
+                format!(
+                    "{w0}x{h0} image would resize to {rw}x{rh} pixels; its aspect ratio is too extreme"
+                ),
+            ));
+        }
         if rh == 0 || rw == 0 {
             return Err(Error::invalid(
                 "image",

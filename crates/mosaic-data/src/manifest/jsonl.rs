@@ -295,7 +295,9 @@ impl Iterator for ManifestReader {
                     return Some((self.line, Err(Error::io(&self.path, e))));
                 }
             }
-            if self.buf.len() > MAX_LINE_BYTES {
+            if self.buf.len() > MAX_LINE_BYTES
+                && !(self.buf.len() == MAX_LINE_BYTES + 1 && self.buf.ends_with(b"\n"))
+            {
                 // Skip the rest of the long line.
                 let mut sink = Vec::new();
                 loop {

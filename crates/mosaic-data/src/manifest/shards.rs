@@ -208,6 +208,7 @@ pub struct ShardWriter {
     max_samples: usize,
     max_bytes: u64,
     index: usize,
+    total: usize,
     current: Option<(
         tempfile::NamedTempFile,
         tar::Builder<std::io::BufWriter<std::fs::File>>,
@@ -240,6 +241,7 @@ impl ShardWriter {
             max_samples,
             max_bytes,
             index: 0,
+            total: 0,
             current: None,
             written: Vec::new(),
         })
@@ -248,7 +250,9 @@ impl ShardWriter {
     /// Adds one sample. Files referenced by path are read; text goes into
     /// `KEY.txt`, labels and other metadata into `KEY.json`.
     pub fn write(&mut self, sample: &Sample) -> Result<()> {
-        let key = sanitize_key(&sample.id);
+        // Keys are sequence numbers (unique, sorted); the id lives in KEY.json.
+        let key = format!("{:09}", self.total);
+        self.total += 1;
         let mut members: Vec<(String, Vec<u8>)> = Vec::new();
         for (m, v) in &sample.modalities {
             match v {
@@ -355,21 +359,6 @@ fn default_ext(m: Modality) -> &'static str {
         Modality::PointCloud => "ply",
         Modality::Sensor => "npy",
     }
-}
-
-/// Keys may not contain dots (the extension separator) or path separators.
-fn sanitize_key(id: &str) -> String {
-    let k: String = id
-        .chars()
-        .map(|c| {
-            if c == '.' || c == '/' || c == '\\' || c.is_control() {
-                '_'
-            } else {
-                c
-            }
-        })
-        .collect();
-    if k.is_empty() { "_".into() } else { k }
 }
 
 #[cfg(test)]
