@@ -2,7 +2,9 @@
 # Create/refresh the reference venv (.venv-ref at the repo root) used to write
 # fixture files with real torch (requirements.txt) and the data-pipeline
 # references for mosaic-data: transformers image processors / Whisper features,
-# tokenizers, torchaudio, librosa, Silero VAD (requirements-data.txt).
+# tokenizers, torchaudio, librosa, Silero VAD (requirements-data.txt) and the
+# model references for mosaic-models: sentence-transformers
+# (requirements-models.txt).
 # Idempotent: reruns are quick no-ops once everything pinned is installed.
 #
 # Usage: scripts/reference/setup-venv.sh [VENV_DIR]
@@ -21,10 +23,11 @@ fi
 
 # --no-deps: install exactly the pinned set, so pip never pulls triton or other
 # CUDA extras that torch's metadata asks for, and never swaps torch for another
-# version to satisfy torchaudio/torchvision/transformers. Both files together
-# are the full closure (checked below with pip check).
+# version to satisfy torchaudio/torchvision/transformers/sentence-transformers.
+# The three files together are the full closure (checked below with pip check).
 "$venv/bin/python" -m pip install --disable-pip-version-check -q --no-deps \
-    -r "$here/requirements.txt" -r "$here/requirements-data.txt"
+    -r "$here/requirements.txt" -r "$here/requirements-data.txt" \
+    -r "$here/requirements-models.txt"
 
 # The only unmet requirements allowed are the two torch deps we skip on purpose.
 unmet="$("$venv/bin/python" -m pip check --disable-pip-version-check 2>&1 \
@@ -47,4 +50,8 @@ assert torchaudio.__version__.startswith(torch.__version__.split("+")[0])
 print(f"ok: transformers {transformers.__version__}, tokenizers {tokenizers.__version__}, "
       f"pillow {PIL.__version__}, torchaudio {torchaudio.__version__}, librosa {librosa.__version__}, "
       f"silero-vad {silero_vad.__version__}")
+import sentence_transformers
+from sentence_transformers import SentenceTransformer
+from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
+print(f"ok: sentence-transformers {sentence_transformers.__version__}")
 PY

@@ -68,6 +68,42 @@ fn fashion_mnist_import_validate_stats_and_shards() {
     assert_eq!(stats["splits"]["test"], 10000);
     assert_eq!(stats["labels"].as_object().unwrap().len(), 10);
     assert_eq!(stats["labels"]["Ankle boot"], 7000);
+    // The loader through a data config: CLIP-style preprocessing at 32 px,
+    // labels mapped to class indices, batches of 64.
+    let cfg = dir.path().join("data.toml");
+    let classes: Vec<String> = mosaic_data::import::FASHION_MNIST_CLASSES
+        .iter()
+        .map(|c| format!("{c:?}"))
+        .collect();
+    std::fs::write(&cfg, format!("classes = [{}]\n[image]\npreset = \"clip\"\nsize = 32\n[loader]\nbatch_size = 64\nshuffle_buffer = 1000\nseed = 7\n", classes.join(", "))).unwrap();
+    let b = ok(&[
+        "data",
+        "batches",
+        s(&out.join("test.jsonl")),
+        "--data-config",
+        s(&cfg),
+        "--limit",
+        "3",
+    ]);
+    assert!(
+        b.contains("batch 0: 64 samples: image [64, 3, 32, 32], classes"),
+        "{b}"
+    );
+    assert!(b.contains("3 batches, 192 samples, 0 skipped"), "{b}");
+    std::fs::write(
+        &cfg,
+        "[image]\npreset = \"clip\"\n[loader]\nbatch_sise = 3\n",
+    )
+    .unwrap();
+    let bad = run(&[
+        "data",
+        "batches",
+        s(&out.join("test.jsonl")),
+        "--data-config",
+        s(&cfg),
+    ]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("loader.batch_sise"));
     // A second import into the same folder is refused unless --force.
     let again = run(&[
         "data",

@@ -14,6 +14,12 @@ use mosaic_data::loader::{Loader, LoaderConfig, Source};
 use mosaic_data::pipeline::Pipeline;
 
 fn main() {
+    // `cargo test --all-targets` runs benches too, without `--bench`:
+    // timing belongs to `cargo bench` only.
+    if !std::env::args().any(|a| a == "--bench") {
+        eprintln!("benchmark: run with `cargo bench` (skipped under `cargo test`)");
+        return;
+    }
     let home = mosaic_core::assets::AssetStore::default_home().expect("MOSAIC_HOME");
     let manifest = home.join("datasets/fashion-mnist/manifest.jsonl");
     if !manifest.is_file() {

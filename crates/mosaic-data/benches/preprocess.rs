@@ -22,6 +22,12 @@ fn time<F: FnMut()>(mut f: F, min_secs: f64) -> (usize, f64) {
 }
 
 fn main() {
+    // `cargo test --all-targets` runs benches too, without `--bench`:
+    // timing belongs to `cargo bench` only.
+    if !std::env::args().any(|a| a == "--bench") {
+        eprintln!("benchmark: run with `cargo bench` (skipped under `cargo test`)");
+        return;
+    }
     let store = mosaic_core::assets::AssetStore::from_env().expect("asset store");
     let photos = store.path("skimage-photos").expect("fetch skimage-photos");
     let mut files: Vec<_> = std::fs::read_dir(&photos)
