@@ -1,0 +1,211 @@
+//! Differentiable primitives: linear, layer norm, softmax, GELU.
+
+use candle_core::{D, Tensor};
+
+use crate::error::{Error, Result};
+use crate::weights::Weights;
+
+/// `y = x Wᵀ + b` over the last dimension.
+#[derive(Debug, Clone)]
+pub struct Linear {
+    /// `[out, in]`.
+    pub weight: Tensor,
+    /// `[out]`.
+    pub bias: Option<Tensor>,
+}
+
+impl Linear {
+    /// Loads `{prefix}.weight` `[out, in]` and `{prefix}.bias` `[out]`.
+    pub fn load(w: &Weights, prefix: &str, in_dim: usize, out_dim: usize) -> Result<Self> {
+        Ok(Linear {
+            weight: w.get(&format!("{prefix}.weight"), &[out_dim, in_dim])?,
+            bias: Some(w.get(&format!("{prefix}.bias"), &[out_dim])?),
+        })
+    }
+
+    /// Applies the layer to `[..., in]`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let y = x.broadcast_matmul(&self.weight.t()?)?;
+        Ok(match &self.bias {
+            Some(b) => y.broadcast_add(b)?,
+            None => y,
+        })
+    }
+}
+
+/// Layer normalisation over the last dimension (biased variance).
+#[derive(Debug, Clone)]
+pub struct LayerNorm {
+    /// Scale.
+    pub weight: Tensor,
+    /// Shift.
+    pub bias: Tensor,
+    /// Added to the variance.
+    pub eps: f64,
+}
+
+impl LayerNorm {
+    /// Loads `{prefix}.weight` / `{prefix}.bias` of size `dim`.
+    pub fn load(w: &Weights, prefix: &str, dim: usize, eps: f64) -> Result<Self> {
+        Ok(LayerNorm {
+            weight: w.get(&format!("{prefix}.weight"), &[dim])?,
+            bias: w.get(&format!("{prefix}.bias"), &[dim])?,
+            eps,
+        })
+    }
+
+    /// Normalises `[..., dim]`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let mean = x.mean_keepdim(D::Minus1)?;
+        let centred = x.broadcast_sub(&mean)?;
+        let var = centred.sqr()?.mean_keepdim(D::Minus1)?;
+        let normed = centred.broadcast_div(&(var + self.eps)?.sqrt()?)?;
+        Ok(normed
+            .broadcast_mul(&self.weight)?
+            .broadcast_add(&self.bias)?)
+    }
+}
+
+/// Softmax over the last dimension, from primitive ops (max-subtracted).
+pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
+    let max = x.max_keepdim(D::Minus1)?.detach();
+    let e = x.broadcast_sub(&max)?.exp()?;
+    Ok(e.broadcast_div(&e.sum_keepdim(D::Minus1)?)?)
+}
+
+/// Exact GELU, `0.5 x (1 + erf(x / √2))`, from primitive ops: candle's
+/// fused `gelu_erf` (and `gelu`) backward uses 6-digit constants
+/// (0.398942 for 1/√(2π)), a ~1e-6 relative gradient error; `erf`'s own
+/// backward is exact.
+pub fn gelu_erf(x: &Tensor) -> Result<Tensor> {
+    let cdf = ((x * std::f64::consts::FRAC_1_SQRT_2)?.erf()? + 1.0)?;
+    Ok((x * cdf)?.affine(0.5, 0.0)?)
+}
+
+/// The tanh approximation of GELU (`gelu_new`, `gelu_pytorch_tanh`):
+/// `0.5 x (1 + tanh(√(2/π) (x + 0.044715 x³)))`, from primitive ops.
+pub fn gelu_tanh(x: &Tensor) -> Result<Tensor> {
+    let c = (2.0 / std::f64::consts::PI).sqrt();
+    let cube = x.mul(x)?.mul(x)?;
+    let inner = ((x + (cube * 0.044715)?)? * c)?.tanh()?;
+    Ok((x * (inner + 1.0)?)?.affine(0.5, 0.0)?)
+}
+
+/// Activation functions named as in Hugging Face configs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activation {
+    /// `gelu` (erf).
+    Gelu,
+    /// `gelu_new` / `gelu_pytorch_tanh` / `gelu_fast`.
+    GeluTanh,
+    /// `relu`.
+    Relu,
+    /// `silu` / `swish`.
+    Silu,
+    /// `quick_gelu` (CLIP): `x σ(1.702 x)`.
+    QuickGelu,
+}
+
+impl Activation {
+    /// Parses a config's `hidden_act`.
+    pub fn from_name(name: &str, source: &str) -> Result<Self> {
+        Ok(match name {
+            "gelu" => Activation::Gelu,
+            "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => Activation::GeluTanh,
+            "relu" => Activation::Relu,
+            "silu" | "swish" => Activation::Silu,
+            "quick_gelu" => Activation::QuickGelu,
+            other => {
+                return Err(Error::Config {
+                    source_name: source.to_string(),
+                    message: format!("key `hidden_act`: unsupported activation `{other}`"),
+                });
+            }
+        })
+    }
+
+    /// Applies the activation.
+    pub fn forward(self, x: &Tensor) -> Result<Tensor> {
+        Ok(match self {
+            Activation::Gelu => gelu_erf(x)?,
+            Activation::GeluTanh => gelu_tanh(x)?,
+            Activation::Relu => x.relu()?,
+            Activation::Silu => x.silu()?,
+            Activation::QuickGelu => (x * candle_nn_free_sigmoid(&(x * 1.702)?)?)?,
+        })
+    }
+}
+
+/// σ(x) = 1 / (1 + e^{-x}) from primitive ops.
+fn candle_nn_free_sigmoid(x: &Tensor) -> Result<Tensor> {
+    Ok((x.neg()?.exp()? + 1.0)?.recip()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{DType, Device, Var};
+
+    /// Finite-difference check of d(sum(f(x) * r))/dx against autograd, f64.
+    fn grad_check(name: &str, f: impl Fn(&Tensor) -> Result<Tensor>, shape: &[usize]) {
+        let dev = Device::Cpu;
+        let x = Var::from_tensor(&Tensor::randn(0f64, 1.0, shape, &dev).unwrap()).unwrap();
+        let out_shape = f(x.as_tensor()).unwrap().dims().to_vec();
+        let r = Tensor::randn(0f64, 1.0, out_shape, &dev).unwrap();
+        let loss = |t: &Tensor| -> f64 {
+            (f(t).unwrap() * &r)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .to_scalar::<f64>()
+                .unwrap()
+        };
+        let y = (f(x.as_tensor()).unwrap() * &r).unwrap().sum_all().unwrap();
+        let grads = y.backward().unwrap();
+        let g: Vec<f64> = grads
+            .get(x.as_tensor())
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let base: Vec<f64> = x.as_tensor().flatten_all().unwrap().to_vec1().unwrap();
+        let eps = 1e-6;
+        for i in 0..base.len() {
+            let mut p = base.clone();
+            p[i] += eps;
+            let mut m = base.clone();
+            m[i] -= eps;
+            let tp = Tensor::from_vec(p, shape, &dev).unwrap();
+            let tm = Tensor::from_vec(m, shape, &dev).unwrap();
+            let fd = (loss(&tp) - loss(&tm)) / (2.0 * eps);
+            let rel = (fd - g[i]).abs() / fd.abs().max(g[i].abs()).max(1e-8);
+            assert!(
+                rel < 1e-6 || (fd - g[i]).abs() < 1e-9,
+                "{name} element {i}: finite difference {fd} vs autograd {}",
+                g[i]
+            );
+        }
+        let _ = DType::F64;
+    }
+
+    #[test]
+    fn gradients_reach_the_input() {
+        let dev = Device::Cpu;
+        let ln = LayerNorm {
+            weight: Tensor::randn(1f64, 0.1, 6, &dev).unwrap(),
+            bias: Tensor::randn(0f64, 0.1, 6, &dev).unwrap(),
+            eps: 1e-5,
+        };
+        grad_check("layer norm", |x| ln.forward(x), &[3, 6]);
+        grad_check("softmax", softmax_last_dim, &[2, 5]);
+        grad_check("gelu_erf", gelu_erf, &[7]);
+        grad_check("quick_gelu", |x| Activation::QuickGelu.forward(x), &[7]);
+        grad_check("gelu_tanh", gelu_tanh, &[7]);
+        let lin = Linear {
+            weight: Tensor::randn(0f64, 1.0, (4, 6), &dev).unwrap(),
+            bias: Some(Tensor::randn(0f64, 1.0, 4, &dev).unwrap()),
+        };
+        grad_check("linear", |x| lin.forward(x), &[2, 6]);
+    }
+}
