@@ -2,6 +2,7 @@
 //! progress display only; the work is done by the library crates.
 
 mod data;
+mod embed;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -36,6 +37,8 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Sentence embeddings from a sentence-transformers model (e.g. minilm-l6-v2).
+    Embed(embed::EmbedArgs),
     /// Data sets: validate, stats, convert (JSONL ↔ shards), import.
     Data {
         #[command(subcommand)]
@@ -302,6 +305,7 @@ fn run(cli: Cli) -> Result<()> {
     };
     match cli.command {
         Command::Data { command } => data::run(command, &open_store)?,
+        Command::Embed(args) => embed::run(args, &open_store()?)?,
         Command::Inspect {
             path,
             json,
