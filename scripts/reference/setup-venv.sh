@@ -3,8 +3,8 @@
 # fixture files with real torch (requirements.txt) and the data-pipeline
 # references for mosaic-data: transformers image processors / Whisper features,
 # tokenizers, torchaudio, librosa, Silero VAD (requirements-data.txt) and the
-# model references for mosaic-models: sentence-transformers
-# (requirements-models.txt).
+# model references for mosaic-models: sentence-transformers,
+# efficientnet-lite-pytorch (requirements-models.txt).
 # Idempotent: reruns are quick no-ops once everything pinned is installed.
 #
 # Usage: scripts/reference/setup-venv.sh [VENV_DIR]
@@ -54,4 +54,7 @@ import sentence_transformers
 from sentence_transformers import SentenceTransformer
 from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
 print(f"ok: sentence-transformers {sentence_transformers.__version__}")
+import efficientnet_lite_pytorch
+from efficientnet_lite_pytorch import EfficientNet
+print(f"ok: efficientnet-lite-pytorch {efficientnet_lite_pytorch.__version__}")
 PY
