@@ -1,6 +1,7 @@
 //! `mosaic`: the command line over the Mosaic library. Argument parsing and
 //! progress display only; the work is done by the library crates.
 
+mod classify;
 mod data;
 mod embed;
 
@@ -37,6 +38,8 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// ImageNet classes of images with EfficientNet-Lite (e.g. efficientnet-lite0).
+    Classify(classify::ClassifyArgs),
     /// Sentence embeddings from a sentence-transformers model (e.g. minilm-l6-v2).
     Embed(embed::EmbedArgs),
     /// Data sets: validate, stats, convert (JSONL ↔ shards), import.
@@ -306,6 +309,7 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Data { command } => data::run(command, &open_store)?,
         Command::Embed(args) => embed::run(args, &open_store()?)?,
+        Command::Classify(args) => classify::run(args, &open_store()?)?,
         Command::Inspect {
             path,
             json,

@@ -206,3 +206,50 @@ impl EfficientNetLite {
         Ok(pooled.matmul(&self.fc_w.t()?)?.broadcast_add(&self.fc_b)?)
     }
 }
+
+/// The 1000 ImageNet-1k class names in index order (from torchvision's
+/// `_IMAGENET_CATEGORIES`, BSD-3).
+pub fn imagenet_classes() -> Vec<&'static str> {
+    include_str!("../../assets/imagenet_classes.txt")
+        .lines()
+        .collect()
+}
+
+/// The preprocessing the TF-trained Lite weights expect: shortest edge 256
+/// (Pillow bicubic), center crop 224, `(x - 127) / 128` on 0–255 values,
+/// alpha dropped.
+pub fn lite_preprocessor() -> (
+    mosaic_data::image::ImageProcessor,
+    mosaic_data::image::DecodeOptions,
+) {
+    use mosaic_data::image::{AlphaMode, DecodeOptions, Filter, ImageProcessor, ResizeTo};
+    (
+        ImageProcessor {
+            resize: Some(ResizeTo::ShortestEdge {
+                shortest_edge: 256,
+                longest_edge: None,
+            }),
+            filter: Filter::Bicubic,
+            center_crop: Some((224, 224)),
+            rescale_factor: None,
+            normalize: Some(([127.0; 3], [128.0; 3])),
+        },
+        DecodeOptions {
+            alpha: AlphaMode::Drop,
+            ..Default::default()
+        },
+    )
+}
+
+/// Softmax probabilities and the `k` best `(class index, probability)`.
+pub fn top_k(logits: &[f32], k: usize) -> Vec<(usize, f32)> {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let exp: Vec<f64> = logits.iter().map(|&l| ((l - max) as f64).exp()).collect();
+    let sum: f64 = exp.iter().sum();
+    let mut idx: Vec<usize> = (0..logits.len()).collect();
+    idx.sort_by(|a, b| logits[*b].total_cmp(&logits[*a]));
+    idx.into_iter()
+        .take(k)
+        .map(|i| (i, (exp[i] / sum) as f32))
+        .collect()
+}

@@ -9,6 +9,6 @@ pub mod vit;
 
 pub use bert::{BertConfig, BertModel, BertOutput};
 pub use clip::{ClipConfig, ClipModel};
-pub use efficientnet::EfficientNetLite;
+pub use efficientnet::{EfficientNetLite, imagenet_classes, lite_preprocessor, top_k};
 pub use sentence::{Pooling, SentenceEncoder};
 pub use vit::{VitConfig, VitModel};
