@@ -4,7 +4,8 @@
 # references for mosaic-data: transformers image processors / Whisper features,
 # tokenizers, torchaudio, librosa, Silero VAD (requirements-data.txt) and the
 # model references for mosaic-models: sentence-transformers,
-# efficientnet-lite-pytorch (requirements-models.txt).
+# efficientnet-lite-pytorch, faster-whisper / ctranslate2 / jiwer
+# (requirements-models.txt).
 # Idempotent: reruns are quick no-ops once everything pinned is installed.
 #
 # Usage: scripts/reference/setup-venv.sh [VENV_DIR]
@@ -29,9 +30,11 @@ fi
     -r "$here/requirements.txt" -r "$here/requirements-data.txt" \
     -r "$here/requirements-models.txt"
 
-# The only unmet requirements allowed are the two torch deps we skip on purpose.
+# The only unmet requirements allowed are the two torch deps we skip on purpose
+# and faster-whisper's onnxruntime (only needed for its VAD, never used here).
 unmet="$("$venv/bin/python" -m pip check --disable-pip-version-check 2>&1 \
     | grep -v -E '^torch [^ ]+ requires (triton|nvidia-nvtx-cu12), which is not installed\.$' \
+    | grep -v -E '^faster-whisper [^ ]+ requires onnxruntime, which is not installed\.$' \
     | grep -v -E '^No broken requirements found\.$' || true)"
 if [[ -n "$unmet" ]]; then
     echo "pip check found unmet requirements:" >&2
@@ -40,6 +43,7 @@ if [[ -n "$unmet" ]]; then
 fi
 
 "$venv/bin/python" - <<'PY'
+import importlib.metadata
 import torch, numpy, safetensors
 t = torch.zeros(2)
 assert t.tolist() == [0.0, 0.0]
@@ -57,4 +61,10 @@ print(f"ok: sentence-transformers {sentence_transformers.__version__}")
 import efficientnet_lite_pytorch
 from efficientnet_lite_pytorch import EfficientNet
 print(f"ok: efficientnet-lite-pytorch {efficientnet_lite_pytorch.__version__}")
+import av, ctranslate2, faster_whisper, jiwer
+from faster_whisper import WhisperModel
+from faster_whisper.feature_extractor import FeatureExtractor
+assert "float32" in ctranslate2.get_supported_compute_types("cpu")
+print(f"ok: faster-whisper {faster_whisper.__version__}, ctranslate2 {ctranslate2.__version__}, "
+      f"av {av.__version__}, jiwer {importlib.metadata.version('jiwer')}")
 PY

@@ -4,6 +4,7 @@
 mod classify;
 mod data;
 mod embed;
+mod transcribe;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -40,6 +41,8 @@ struct Cli {
 enum Command {
     /// ImageNet classes of images with EfficientNet-Lite (e.g. efficientnet-lite0).
     Classify(classify::ClassifyArgs),
+    /// Speech to text with segment timestamps (e.g. whisper-tiny-en).
+    Transcribe(transcribe::TranscribeArgs),
     /// Sentence embeddings from a sentence-transformers model (e.g. minilm-l6-v2).
     Embed(embed::EmbedArgs),
     /// Data sets: validate, stats, convert (JSONL ↔ shards), import.
@@ -310,6 +313,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Data { command } => data::run(command, &open_store)?,
         Command::Embed(args) => embed::run(args, &open_store()?)?,
         Command::Classify(args) => classify::run(args, &open_store()?)?,
+        Command::Transcribe(args) => transcribe::run(args, &open_store()?)?,
         Command::Inspect {
             path,
             json,

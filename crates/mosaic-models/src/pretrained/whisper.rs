@@ -585,3 +585,124 @@ pub fn split_segments(
     }
     out
 }
+
+/// A ready-to-use speech recogniser: features, model, tokenizer, decoding.
+#[derive(Debug)]
+pub struct WhisperTranscriber {
+    model: WhisperModel,
+    tokenizer: mosaic_data::text::TextTokenizer,
+    features: mosaic_data::audio::WhisperFeatureExtractor,
+    /// Decoding settings.
+    pub options: GreedyOptions,
+    tokens: WhisperTokens,
+}
+
+/// A transcribed segment with its text.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct TextSegment {
+    /// Start in seconds.
+    pub start: f64,
+    /// End in seconds.
+    pub end: f64,
+    /// Text.
+    pub text: String,
+    /// Token ids.
+    pub tokens: Vec<u32>,
+}
+
+impl WhisperTranscriber {
+    /// Loads a CTranslate2 Whisper folder (`model.bin`, `config.json`,
+    /// `tokenizer.json`). Only English-only vocabularies are supported so far.
+    pub fn from_pretrained(dir: &Path) -> Result<Self> {
+        let model = WhisperModel::from_pretrained(dir)?;
+        if model.vocab_size() != 51864 {
+            return Err(Error::Config {
+                source_name: dir.display().to_string(),
+                message: format!(
+                    "vocabulary of {} ids: only English-only Whisper models (51864) are supported so far",
+                    model.vocab_size()
+                ),
+            });
+        }
+        let tokenizer = mosaic_data::text::TextTokenizer::from_file(
+            &dir.join("tokenizer.json"),
+            mosaic_data::text::TextConfig {
+                max_length: None,
+                padding: mosaic_data::text::Padding::None,
+                add_special_tokens: false,
+            },
+        )?;
+        let features = mosaic_data::audio::WhisperFeatureExtractor::new(
+            mosaic_data::audio::WhisperFeatureConfig {
+                n_mels: model.n_mels(),
+                ..Default::default()
+            },
+        )?;
+        Ok(WhisperTranscriber {
+            model,
+            tokenizer,
+            features,
+            options: GreedyOptions::from_config(dir)?,
+            tokens: WhisperTokens::ENGLISH,
+        })
+    }
+
+    /// The model.
+    pub fn model(&self) -> &WhisperModel {
+        &self.model
+    }
+
+    /// Transcribes 16 kHz mono audio of any length in 30 s windows, moving
+    /// to the last complete timestamp after each window (Whisper's seek rule).
+    pub fn transcribe(&self, audio_16k: &[f32]) -> Result<Vec<TextSegment>> {
+        const WINDOW: usize = 480_000;
+        let mut out = Vec::new();
+        let mut seek = 0usize; // in samples
+        while seek < audio_16k.len() {
+            let chunk = &audio_16k[seek..(seek + WINDOW).min(audio_16k.len())];
+            // Windows shorter than one feature frame carry nothing.
+            if chunk.len() < 400 {
+                break;
+            }
+            let mel = Tensor::from_vec(
+                self.features.extract(chunk)?,
+                (1, self.model.n_mels(), 3000),
+                &Device::Cpu,
+            )?;
+            let enc = self.model.encode(&mel)?;
+            let ids =
+                self.model
+                    .generate_greedy(&enc, &[self.tokens.sot], self.tokens, &self.options)?;
+            let offset = seek as f64 / 16000.0;
+            let duration = chunk.len() as f64 / 16000.0;
+            for s in split_segments(&ids, self.tokens, offset, duration) {
+                let text = self.tokenizer.decode(&s.tokens, true)?;
+                if !text.trim().is_empty() {
+                    out.push(TextSegment {
+                        start: s.start,
+                        end: s.end.min(offset + duration),
+                        text,
+                        tokens: s.tokens,
+                    });
+                }
+            }
+            let ts = self.tokens.timestamp_begin;
+            let n = ids.len();
+            let single_ending = n >= 2 && ids[n - 2] < ts && ids[n - 1] >= ts;
+            let has_pairs = (1..n).any(|i| ids[i] >= ts && ids[i - 1] >= ts);
+            let advance = if has_pairs && !single_ending {
+                // Resume from the last timestamp that closed a segment.
+                let last = (1..n)
+                    .rev()
+                    .find(|&i| ids[i] >= ts && ids[i - 1] >= ts)
+                    .map(|i| ids[i - 1])
+                    .unwrap_or(ts);
+                ((last - ts) as usize * 320).max(1)
+            } else {
+                chunk.len()
+            };
+            seek += advance.min(WINDOW);
+        }
+        Ok(out)
+    }
+}
