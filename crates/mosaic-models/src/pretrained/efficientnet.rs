@@ -68,17 +68,80 @@ impl ConvBn {
             ((out - 1) * self.stride + self.kernel).saturating_sub(n)
         };
         let (ph, pw) = (pad(h), pad(wd));
-        let x = if ph > 0 || pw > 0 {
-            x.pad_with_zeros(2, ph / 2, ph - ph / 2)?
-                .pad_with_zeros(3, pw / 2, pw - pw / 2)?
+        let (b, c, _, _) = x.dims4()?;
+        let out_c = self.weight.dim(0)?;
+        let y = if self.kernel == 1 && self.stride == 1 && self.groups == 1 {
+            // Pointwise: one matmul over all pixels.
+            let flat = x.reshape((b, c, h * wd))?;
+            self.weight
+                .reshape((out_c, c))?
+                .broadcast_matmul(&flat)?
+                .reshape((b, out_c, h, wd))?
+        } else if self.groups == c && self.groups == out_c && self.groups > 1 {
+            depthwise(
+                x,
+                &self.weight,
+                self.kernel,
+                self.stride,
+                (ph / 2, pw / 2),
+                (h.div_ceil(self.stride), wd.div_ceil(self.stride)),
+            )?
         } else {
-            x.clone()
+            let x = if ph > 0 || pw > 0 {
+                x.pad_with_zeros(2, ph / 2, ph - ph / 2)?
+                    .pad_with_zeros(3, pw / 2, pw - pw / 2)?
+            } else {
+                x.clone()
+            };
+            x.conv2d(&self.weight, 0, self.stride, 1, self.groups)?
         };
-        let y = x
-            .conv2d(&self.weight, 0, self.stride, 1, self.groups)?
-            .broadcast_add(&self.bias.reshape((1, (), 1, 1))?)?;
+        let y = y.broadcast_add(&self.bias.reshape((1, (), 1, 1))?)?;
         Ok(if relu6 { y.clamp(0f32, 6f32)? } else { y })
     }
+}
+
+/// Depthwise k×k convolution (one filter per channel) with zero padding
+/// `pad` (top, left) and output size `out`. Why our own: candle's grouped
+/// conv runs one convolution per group, ~100× slower for depthwise layers
+/// with hundreds of channels. Inference only (no autograd).
+fn depthwise(
+    x: &Tensor,
+    w: &Tensor,
+    k: usize,
+    stride: usize,
+    pad: (usize, usize),
+    out: (usize, usize),
+) -> Result<Tensor> {
+    let (b, c, h, wd) = x.dims4()?;
+    let xs: Vec<f32> = x.flatten_all()?.to_vec1()?;
+    let ws: Vec<f32> = w.flatten_all()?.to_vec1()?;
+    let (oh, ow) = out;
+    let mut y = vec![0f32; b * c * oh * ow];
+    for (bc, plane) in y.chunks_mut(oh * ow).enumerate() {
+        let ch = bc % c;
+        let src = &xs[bc * h * wd..(bc + 1) * h * wd];
+        let ker = &ws[ch * k * k..(ch + 1) * k * k];
+        for oy in 0..oh {
+            for ox in 0..ow {
+                let mut acc = 0f32;
+                for ky in 0..k {
+                    let iy = (oy * stride + ky) as isize - pad.0 as isize;
+                    if iy < 0 || iy >= h as isize {
+                        continue;
+                    }
+                    let row = &src[iy as usize * wd..(iy as usize + 1) * wd];
+                    for kx in 0..k {
+                        let ix = (ox * stride + kx) as isize - pad.1 as isize;
+                        if ix >= 0 && (ix as usize) < wd {
+                            acc += row[ix as usize] * ker[ky * k + kx];
+                        }
+                    }
+                }
+                plane[oy * ow + ox] = acc;
+            }
+        }
+    }
+    Ok(Tensor::from_vec(y, (b, c, oh, ow), x.device())?)
 }
 
 #[derive(Debug, Clone)]
