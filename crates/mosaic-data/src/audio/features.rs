@@ -437,6 +437,37 @@ impl WhisperFeatureExtractor {
         self.config.chunk_seconds * self.config.sample_rate as usize / self.config.hop
     }
 
+    /// Log-mel features of a whole recording the way faster-whisper computes
+    /// them: 160 zero samples appended, no padding to 30 s, the last frame
+    /// dropped, the dynamic-range clamp over the whole recording. Returns
+    /// `(features [n_mels][frames] row-major, frames)`; faster-whisper treats
+    /// `frames - 1` of them as content and pads windows with 0.0.
+    pub fn extract_full(&self, audio: &[f32]) -> Result<(Vec<f32>, usize)> {
+        let mut x = audio.to_vec();
+        x.resize(audio.len() + self.config.hop, 0.0);
+        let n_mels = self.config.n_mels;
+        let mut frames_out: Vec<Vec<f64>> = Vec::new();
+        let mut mel = vec![0f64; n_mels];
+        let total = self.stft.for_each_frame(&x, 2.0, true, |_, p| {
+            self.sparse.apply(p, &mut mel);
+            frames_out.push(mel.clone());
+        })?;
+        let n_frames = total - 1;
+        let mut logs = vec![0f32; n_mels * n_frames];
+        for (f, col) in frames_out.iter().take(n_frames).enumerate() {
+            for (m, &v) in col.iter().enumerate() {
+                logs[m * n_frames + f] = v.max(1e-10).log10() as f32;
+            }
+        }
+        let max = logs.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        Ok((
+            logs.into_iter()
+                .map(|v| (v.max(max - 8.0) + 4.0) / 4.0)
+                .collect(),
+            n_frames,
+        ))
+    }
+
     /// Log-mel features `[n_mels][n_frames]` (row-major, flattened) of
     /// mono audio at the model's rate, padded with zeros or trimmed to the
     /// window.

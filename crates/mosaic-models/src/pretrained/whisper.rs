@@ -652,35 +652,57 @@ impl WhisperTranscriber {
         &self.model
     }
 
-    /// Transcribes 16 kHz mono audio of any length in 30 s windows, moving
-    /// to the last complete timestamp after each window (Whisper's seek rule).
+    /// Transcribes 16 kHz mono audio of any length the way faster-whisper
+    /// does (greedy, temperature 0): features of the whole recording, 30 s
+    /// windows padded with 0.0, and after each window a seek to the last
+    /// closing timestamp (or past the window when it ended on one timestamp).
     pub fn transcribe(&self, audio_16k: &[f32]) -> Result<Vec<TextSegment>> {
-        const WINDOW: usize = 480_000;
+        Ok(self
+            .transcribe_windows(audio_16k)?
+            .into_iter()
+            .flat_map(|w| w.1)
+            .collect())
+    }
+
+    /// Like [`transcribe`](Self::transcribe), also returning each window's
+    /// generated ids.
+    pub fn transcribe_windows(
+        &self,
+        audio_16k: &[f32],
+    ) -> Result<Vec<(Vec<u32>, Vec<TextSegment>)>> {
+        const N_FRAMES: usize = 3000;
+        if audio_16k.is_empty() {
+            return Err(Error::InvalidInput {
+                what: "audio".into(),
+                message: "no samples".into(),
+            });
+        }
+        let n_mels = self.model.n_mels();
+        let (feats, frames) = self.features.extract_full(audio_16k)?;
+        let content = frames.saturating_sub(1);
         let mut out = Vec::new();
-        let mut seek = 0usize; // in samples
-        while seek < audio_16k.len() {
-            let chunk = &audio_16k[seek..(seek + WINDOW).min(audio_16k.len())];
-            // Windows shorter than one feature frame carry nothing.
-            if chunk.len() < 400 {
-                break;
+        let mut seek = 0usize; // in frames (10 ms)
+        while seek < content {
+            let size = (content - seek).min(N_FRAMES);
+            let mut window = vec![0f32; n_mels * N_FRAMES];
+            for m in 0..n_mels {
+                window[m * N_FRAMES..m * N_FRAMES + size]
+                    .copy_from_slice(&feats[m * frames + seek..m * frames + seek + size]);
             }
-            let mel = Tensor::from_vec(
-                self.features.extract(chunk)?,
-                (1, self.model.n_mels(), 3000),
-                &Device::Cpu,
-            )?;
+            let mel = Tensor::from_vec(window, (1, n_mels, N_FRAMES), &Device::Cpu)?;
             let enc = self.model.encode(&mel)?;
             let ids =
                 self.model
                     .generate_greedy(&enc, &[self.tokens.sot], self.tokens, &self.options)?;
-            let offset = seek as f64 / 16000.0;
-            let duration = chunk.len() as f64 / 16000.0;
+            let offset = seek as f64 * 0.01;
+            let duration = size as f64 * 0.01;
+            let mut segs = Vec::new();
             for s in split_segments(&ids, self.tokens, offset, duration) {
                 let text = self.tokenizer.decode(&s.tokens, true)?;
                 if !text.trim().is_empty() {
-                    out.push(TextSegment {
+                    segs.push(TextSegment {
                         start: s.start,
-                        end: s.end.min(offset + duration),
+                        end: s.end,
                         text,
                         tokens: s.tokens,
                     });
@@ -691,17 +713,18 @@ impl WhisperTranscriber {
             let single_ending = n >= 2 && ids[n - 2] < ts && ids[n - 1] >= ts;
             let has_pairs = (1..n).any(|i| ids[i] >= ts && ids[i - 1] >= ts);
             let advance = if has_pairs && !single_ending {
-                // Resume from the last timestamp that closed a segment.
+                // Resume from the last timestamp that closed a segment (2 frames per 0.02 s).
                 let last = (1..n)
                     .rev()
                     .find(|&i| ids[i] >= ts && ids[i - 1] >= ts)
                     .map(|i| ids[i - 1])
                     .unwrap_or(ts);
-                ((last - ts) as usize * 320).max(1)
+                ((last - ts) as usize * 2).max(1)
             } else {
-                chunk.len()
+                size
             };
-            seek += advance.min(WINDOW);
+            seek += advance.min(size.max(1));
+            out.push((ids, segs));
         }
         Ok(out)
     }
