@@ -425,7 +425,24 @@ impl WhisperModel {
         tokens: WhisperTokens,
         opts: &GreedyOptions,
     ) -> Result<Vec<u32>> {
+        Ok(self
+            .generate_greedy_scored(encoder_out, prompt, tokens, opts)?
+            .ids)
+    }
+
+    /// Greedy decoding with the statistics faster-whisper's no-speech filter
+    /// uses.
+    pub fn generate_greedy_scored(
+        &self,
+        encoder_out: &Tensor,
+        prompt: &[u32],
+        tokens: WhisperTokens,
+        opts: &GreedyOptions,
+    ) -> Result<Generated> {
         let mut state = self.start(encoder_out)?;
+        let mut sum_logprob = 0f64;
+        let mut steps = 0usize;
+        let mut no_speech_prob = 0f64;
         let vocab = self.vocab_size();
         let mut seq: Vec<u32> = Vec::new();
         let mut input = Tensor::new(prompt, encoder_out.device())?.unsqueeze(0)?;
@@ -436,6 +453,12 @@ impl WhisperModel {
             }
             let mut logits: Vec<f32> = self.decode(&input, &mut state)?.squeeze(0)?.to_vec1()?;
             let neg = f32::NEG_INFINITY;
+            if seq.is_empty() {
+                // P(<|nocaptions|>) (the id before <|notimestamps|>) from the raw first-step logits.
+                let m = logits.iter().copied().fold(neg, f32::max) as f64;
+                let z: f64 = logits.iter().map(|&v| (v as f64 - m).exp()).sum();
+                no_speech_prob = (logits[tokens.no_timestamps as usize - 1] as f64 - m).exp() / z;
+            }
             for &s in &opts.suppress {
                 if (s as usize) < vocab {
                     logits[s as usize] = neg;
@@ -503,14 +526,44 @@ impl WhisperModel {
                 .max_by(|a, b| a.1.total_cmp(b.1).then(b.0.cmp(&a.0)))
                 .map(|(i, _)| i as u32)
                 .unwrap_or(tokens.eot);
+            // Log-probability of the choice under the masked distribution.
+            let m = logits.iter().copied().fold(neg, f32::max) as f64;
+            let lse = logits
+                .iter()
+                .map(|&v| (v as f64 - m).exp())
+                .sum::<f64>()
+                .ln()
+                + m;
+            sum_logprob += logits[next as usize] as f64 - lse;
+            steps += 1;
             if next == tokens.eot {
                 break;
             }
             seq.push(next);
             input = Tensor::new(&[next], encoder_out.device())?.unsqueeze(0)?;
         }
-        Ok(seq)
+        let avg_logprob = if steps > 0 {
+            sum_logprob / steps as f64
+        } else {
+            0.0
+        };
+        Ok(Generated {
+            ids: seq,
+            avg_logprob,
+            no_speech_prob,
+        })
     }
+}
+
+/// Output of [`WhisperModel::generate_greedy_scored`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Generated {
+    /// Generated ids (no prompt, no end-of-text).
+    pub ids: Vec<u32>,
+    /// Mean log-probability per step, the end-of-text step included.
+    pub avg_logprob: f64,
+    /// Probability of `<|nocaptions|>` at the first step (raw logits).
+    pub no_speech_prob: f64,
 }
 
 /// A transcribed segment.
@@ -691,9 +744,18 @@ impl WhisperTranscriber {
             }
             let mel = Tensor::from_vec(window, (1, n_mels, N_FRAMES), &Device::Cpu)?;
             let enc = self.model.encode(&mel)?;
-            let ids =
-                self.model
-                    .generate_greedy(&enc, &[self.tokens.sot], self.tokens, &self.options)?;
+            let g = self.model.generate_greedy_scored(
+                &enc,
+                &[self.tokens.sot],
+                self.tokens,
+                &self.options,
+            )?;
+            // faster-whisper's no-speech filter: drop the window, move past it.
+            if g.no_speech_prob > 0.6 && g.avg_logprob <= -1.0 {
+                seek += size;
+                continue;
+            }
+            let ids = g.ids;
             let offset = seek as f64 * 0.01;
             let duration = size as f64 * 0.01;
             let mut segs = Vec::new();
