@@ -33,20 +33,25 @@ pub struct Idx {
     pub data: Vec<u8>,
 }
 
+/// Reads a file, gunzipping it if it starts with the gzip magic; both the
+/// file and the decompressed data are bounded.
+fn read_maybe_gzip(path: &Path, file_limit: u64, out_limit: u64) -> Result<Vec<u8>> {
+    let raw = crate::error::read_limited(path, file_limit)?;
+    if !raw.starts_with(&[0x1f, 0x8b]) {
+        return Ok(raw);
+    }
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(raw.as_slice())
+        .take(out_limit)
+        .read_to_end(&mut out)
+        .map_err(|e| Error::decode(path.display().to_string(), "gzip", e.to_string()))?;
+    Ok(out)
+}
+
 /// Reads an IDX file, gunzipping `.gz`.
 pub fn read_idx(path: &Path) -> Result<Idx> {
-    let raw = crate::error::read_limited(path, 1 << 30)?;
     let name = path.display().to_string();
-    let bytes = if raw.starts_with(&[0x1f, 0x8b]) {
-        let mut out = Vec::new();
-        flate2::read::GzDecoder::new(raw.as_slice())
-            .take(1 << 31)
-            .read_to_end(&mut out)
-            .map_err(|e| Error::decode(&name, "gzip", e.to_string()))?;
-        out
-    } else {
-        raw
-    };
+    let bytes = read_maybe_gzip(path, 1 << 30, 1 << 31)?;
     parse_idx(&bytes, &name)
 }
 
@@ -386,17 +391,7 @@ pub fn import_coco_captions(json: &Path, images_dir: &Path, out: &Path) -> Resul
 /// path gets `.wav` when it has no extension). Lines whose audio file is
 /// missing are skipped and reported.
 pub fn import_transcript_list(list: &Path, audio_root: &Path, out: &Path) -> Result<ImportReport> {
-    let raw = crate::error::read_limited(list, 256 << 20)?;
-    let bytes = if raw.starts_with(&[0x1f, 0x8b]) {
-        let mut o = Vec::new();
-        flate2::read::GzDecoder::new(raw.as_slice())
-            .take(1 << 30)
-            .read_to_end(&mut o)
-            .map_err(|e| Error::decode(list.display().to_string(), "gzip", e.to_string()))?;
-        o
-    } else {
-        raw
-    };
+    let bytes = read_maybe_gzip(list, 256 << 20, 1 << 30)?;
     let text = String::from_utf8_lossy(&bytes);
     let base = manifest_base(out);
     std::fs::create_dir_all(&base).map_err(|e| Error::io(&base, e))?;
