@@ -25,5 +25,6 @@ pub mod error;
 pub mod nn;
 pub mod pretrained;
 pub mod weights;
+pub mod zeroshot;
 
 pub use error::{Error, Result};

@@ -27,26 +27,56 @@ impl SelfAttention {
     /// (broadcast from `[B or 1, 1, T or 1, T]`): 0 to keep, a very
     /// negative value to mask.
     pub fn forward(&self, x: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
-        let (b, t, h) = x.dims3()?;
-        let hd = h / self.heads;
-        let split = |y: Tensor| -> Result<Tensor> {
-            Ok(y.reshape((b, t, self.heads, hd))?
-                .transpose(1, 2)?
-                .contiguous()?)
-        };
-        let q = split(self.q.forward(x)?)?;
-        let k = split(self.k.forward(x)?)?;
-        let v = split(self.v.forward(x)?)?;
-        let mut scores = (q.matmul(&k.t()?)? * (1.0 / (hd as f64).sqrt()))?;
-        if let Some(bias) = bias {
-            scores = scores.broadcast_add(bias)?;
-        }
-        let ctx = softmax_last_dim(&scores)?
-            .matmul(&v)?
-            .transpose(1, 2)?
-            .reshape((b, t, h))?;
+        self.forward_cross(x, x, bias)
+    }
+
+    /// Queries from `x` `[B, Tq, H]`, keys and values from `context`
+    /// `[B, Tk, Hc]` (cross-attention; `Hc` may differ when the k/v
+    /// projections map from it). `bias` broadcasts to `[B, heads, Tq, Tk]`.
+    pub fn forward_cross(
+        &self,
+        x: &Tensor,
+        context: &Tensor,
+        bias: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        let ctx = scaled_dot_product(
+            &self.q.forward(x)?,
+            &self.k.forward(context)?,
+            &self.v.forward(context)?,
+            self.heads,
+            bias,
+        )?;
         self.out.forward(&ctx)
     }
+}
+
+/// Multi-head scaled dot-product attention over already projected
+/// `q` `[B, Tq, H]`, `k`, `v` `[B, Tk, H]`: heads split `H`, scores scaled by
+/// `1/sqrt(H/heads)`, `bias` added before the softmax; returns `[B, Tq, H]`.
+pub fn scaled_dot_product(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    heads: usize,
+    bias: Option<&Tensor>,
+) -> Result<Tensor> {
+    let (b, tq, h) = q.dims3()?;
+    let tk = k.dim(1)?;
+    let hd = h / heads;
+    let split = |y: &Tensor, t: usize| -> Result<Tensor> {
+        Ok(y.reshape((b, t, heads, hd))?
+            .transpose(1, 2)?
+            .contiguous()?)
+    };
+    let (q, k, v) = (split(q, tq)?, split(k, tk)?, split(v, tk)?);
+    let mut scores = (q.matmul(&k.t()?)? * (1.0 / (hd as f64).sqrt()))?;
+    if let Some(bias) = bias {
+        scores = scores.broadcast_add(bias)?;
+    }
+    Ok(softmax_last_dim(&scores)?
+        .matmul(&v)?
+        .transpose(1, 2)?
+        .reshape((b, tq, h))?)
 }
 
 /// Weight names of one pre-norm layer, relative to its prefix.
@@ -133,6 +163,35 @@ impl PreNormLayer {
             fc2: Linear::load(w, &p(names.fc[1]), intermediate, hidden)?,
             act,
         })
+    }
+
+    /// Loads layers `{prefix}.0` … `{prefix}.{n-1}`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn load_stack(
+        w: &Weights,
+        prefix: &str,
+        n: usize,
+        names: &PreNormNames,
+        hidden: usize,
+        intermediate: usize,
+        heads: usize,
+        eps: f64,
+        act: Activation,
+    ) -> Result<Vec<Self>> {
+        (0..n)
+            .map(|i| {
+                Self::load(
+                    w,
+                    &format!("{prefix}.{i}"),
+                    names,
+                    hidden,
+                    intermediate,
+                    heads,
+                    eps,
+                    act,
+                )
+            })
+            .collect()
     }
 
     /// Applies the layer.

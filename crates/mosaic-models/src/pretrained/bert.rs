@@ -140,7 +140,11 @@ impl BertModel {
     pub fn from_pretrained(dir: &Path) -> Result<Self> {
         let config = BertConfig::load(dir)?;
         let w = Weights::load(dir, &Device::Cpu, DType::F32)?.strip_prefix("bert.");
-        Self::new(config, &w)
+        let model = Self::new(config, &w)?;
+        // `cls.*`: the pre-training heads of BertForPreTraining / MaskedLM
+        // checkpoints, which the encoder (like transformers' BertModel) drops.
+        w.check_unused(&["*position_ids", "cls.*"])?;
+        Ok(model)
     }
 
     /// Builds from a config and weights named as in `BertModel`.

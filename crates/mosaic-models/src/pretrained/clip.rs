@@ -121,7 +121,9 @@ impl ClipModel {
             message: e.to_string(),
         })?;
         let w = Weights::load(dir, &Device::Cpu, DType::F32)?;
-        Self::new(config, &w)
+        let model = Self::new(config, &w)?;
+        w.check_unused(&["*position_ids"])?;
+        Ok(model)
     }
 
     /// Builds from a config and weights.
@@ -150,34 +152,28 @@ impl ClipModel {
             "vision_model.embeddings.patch_embedding.weight",
             &[vh, c, p, p],
         )?;
-        let tlayers = (0..tc.num_hidden_layers)
-            .map(|i| {
-                PreNormLayer::load(
-                    w,
-                    &format!("text_model.encoder.layers.{i}"),
-                    &CLIP_NAMES,
-                    th,
-                    tc.intermediate_size,
-                    tc.num_attention_heads,
-                    tc.layer_norm_eps,
-                    tact,
-                )
-            })
-            .collect::<Result<_>>()?;
-        let vlayers = (0..vc.num_hidden_layers)
-            .map(|i| {
-                PreNormLayer::load(
-                    w,
-                    &format!("vision_model.encoder.layers.{i}"),
-                    &CLIP_NAMES,
-                    vh,
-                    vc.intermediate_size,
-                    vc.num_attention_heads,
-                    vc.layer_norm_eps,
-                    vact,
-                )
-            })
-            .collect::<Result<_>>()?;
+        let tlayers = PreNormLayer::load_stack(
+            w,
+            "text_model.encoder.layers",
+            tc.num_hidden_layers,
+            &CLIP_NAMES,
+            th,
+            tc.intermediate_size,
+            tc.num_attention_heads,
+            tc.layer_norm_eps,
+            tact,
+        )?;
+        let vlayers = PreNormLayer::load_stack(
+            w,
+            "vision_model.encoder.layers",
+            vc.num_hidden_layers,
+            &CLIP_NAMES,
+            vh,
+            vc.intermediate_size,
+            vc.num_attention_heads,
+            vc.layer_norm_eps,
+            vact,
+        )?;
         let logit_scale = w
             .get("logit_scale", &[])?
             .to_dtype(DType::F64)?

@@ -178,7 +178,9 @@ impl EfficientNetLite {
             path.to_path_buf()
         };
         let w = Weights::load(&file, &Device::Cpu, DType::F32)?;
-        Self::new(&w)
+        let model = Self::new(&w)?;
+        w.check_unused(&["*num_batches_tracked"])?;
+        Ok(model)
     }
 
     /// Builds from weights named as in the lukemelas EfficientNet.

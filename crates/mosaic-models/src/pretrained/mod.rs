@@ -1,10 +1,17 @@
 //! Loaders for published checkpoints, numerically matching their reference
 //! implementations.
 
+use std::path::Path;
+
+use serde::de::DeserializeOwned;
+
+use crate::error::{Error, Result};
+
 pub mod bert;
 pub mod clip;
 pub mod efficientnet;
 pub mod sentence;
+pub mod siglip;
 pub mod vit;
 pub mod whisper;
 
@@ -12,5 +19,46 @@ pub use bert::{BertConfig, BertModel, BertOutput};
 pub use clip::{ClipConfig, ClipModel};
 pub use efficientnet::{EfficientNetLite, imagenet_classes, lite_preprocessor, top_k};
 pub use sentence::{Pooling, SentenceEncoder};
+pub use siglip::{SiglipConfig, SiglipModel};
 pub use vit::{VitConfig, VitModel};
 pub use whisper::WhisperModel;
+
+/// Parses a folder's `config.json` into `T`; errors name the file and key.
+pub fn read_config<T: DeserializeOwned>(dir: &Path) -> Result<T> {
+    let file = dir.join("config.json");
+    let text = std::fs::read_to_string(&file).map_err(|e| mosaic_core::Error::io(&file, e))?;
+    serde_json::from_str(&text).map_err(|e| Error::Config {
+        source_name: file.display().to_string(),
+        message: e.to_string(),
+    })
+}
+
+/// The `model_type` of a folder's `config.json`.
+pub fn read_model_type(dir: &Path) -> Result<String> {
+    #[derive(serde::Deserialize)]
+    struct Typed {
+        model_type: Option<String>,
+    }
+    let t: Typed = read_config(dir)?;
+    t.model_type.ok_or_else(|| Error::Config {
+        source_name: dir.join("config.json").display().to_string(),
+        message: format!(
+            "key `model_type` is missing; supported: {}",
+            SUPPORTED_MODEL_TYPES.join(", ")
+        ),
+    })
+}
+
+/// `model_type` values [`read_model_type`] callers can load.
+pub const SUPPORTED_MODEL_TYPES: &[&str] = &["bert", "clip", "siglip", "vit"];
+
+/// The error for a `model_type` no loader handles, listing those that are.
+pub fn unsupported_model_type(dir: &Path, model_type: &str) -> Error {
+    Error::Config {
+        source_name: dir.join("config.json").display().to_string(),
+        message: format!(
+            "key `model_type`: `{model_type}` is not supported; supported: {}",
+            SUPPORTED_MODEL_TYPES.join(", ")
+        ),
+    }
+}

@@ -79,7 +79,9 @@ impl VitModel {
             message: e.to_string(),
         })?;
         let w = Weights::load(dir, &Device::Cpu, DType::F32)?.strip_prefix("vit.");
-        Self::new(config, &w)
+        let model = Self::new(config, &w)?;
+        w.check_unused(&["*position_ids"])?;
+        Ok(model)
     }
 
     /// Builds from a config and weights.
