@@ -5,6 +5,7 @@ mod classify;
 mod data;
 mod embed;
 mod transcribe;
+mod zeroshot;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -41,6 +42,8 @@ struct Cli {
 enum Command {
     /// ImageNet classes of images with EfficientNet-Lite (e.g. efficientnet-lite0).
     Classify(classify::ClassifyArgs),
+    /// Zero-shot label probabilities from a CLIP/SigLIP model, with prompt templates.
+    ZeroShot(zeroshot::ZeroShotArgs),
     /// Speech to text with segment timestamps (e.g. whisper-tiny-en).
     Transcribe(transcribe::TranscribeArgs),
     /// Sentence embeddings from a sentence-transformers model (e.g. minilm-l6-v2).
@@ -313,6 +316,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Data { command } => data::run(command, &open_store)?,
         Command::Embed(args) => embed::run(args, &open_store()?)?,
         Command::Classify(args) => classify::run(args, &open_store()?)?,
+        Command::ZeroShot(args) => zeroshot::run(args, &open_store()?)?,
         Command::Transcribe(args) => transcribe::run(args, &open_store()?)?,
         Command::Inspect {
             path,
