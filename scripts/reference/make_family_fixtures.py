@@ -1066,7 +1066,7 @@ def make_blip_caption(out):
                 "the image; positions continue (position_ids = arange(past, past + new))",
                 "step_logits": "generate/*/step_logits[b, j] = raw decoder logits (before the min_new_tokens ban) that "
                 "produced token j",
-                "generation_config": json.loads(model.generation_config.to_json_string(use_diff=False)),
+                "generation_config": json.load(open(os.path.join(d, "generation_config.json"))),
             },
             "forward_notes": dict(
                 blip_vision_notes(cfg["vision_config"]),
@@ -1329,7 +1329,7 @@ def make_llava(out):
                 "generate": "greedy argmax of the last position's logits; eos_token_id 2 from the generation config; "
                 "min_new_tokens=20 = max_new_tokens sets logit[2] = -inf at every step; pixel_values only used in the "
                 "first (prefill) step; no other logits processors",
-                "generation_config": json.loads(model.generation_config.to_json_string(use_diff=False)),
+                "generation_config": json.load(open(os.path.join(d, "generation_config.json"))),
             },
             "weight_names": {
                 "written_by_save_pretrained_5_24": "vision_tower.{embeddings,pre_layrnorm,encoder,post_layernorm}.* (NO "
