@@ -6,4 +6,6 @@ pub mod attention;
 pub mod ops;
 
 pub use attention::{PreNormLayer, SelfAttention, causal_bias, padding_bias, patchify};
-pub use ops::{Activation, LayerNorm, Linear, gelu_erf, gelu_tanh, softmax_last_dim};
+pub use ops::{
+    Activation, LayerNorm, Linear, fold_batch_norm, gelu_erf, gelu_tanh, softmax_last_dim,
+};

@@ -66,6 +66,29 @@ impl LayerNorm {
     }
 }
 
+/// Folds an inference-mode BatchNorm (`{bn}.weight/bias/running_mean/
+/// running_var`, `eps`) into the preceding convolution's `[C_out, ...]`
+/// weight: returns the scaled weight and the bias `beta - mean·scale`.
+pub fn fold_batch_norm(
+    w: &Weights,
+    conv_weight: &Tensor,
+    bn: &str,
+    eps: f64,
+) -> Result<(Tensor, Tensor)> {
+    let out_c = conv_weight.dim(0)?;
+    let gamma = w.get(&format!("{bn}.weight"), &[out_c])?;
+    let beta = w.get(&format!("{bn}.bias"), &[out_c])?;
+    let mean = w.get(&format!("{bn}.running_mean"), &[out_c])?;
+    let var = w.get(&format!("{bn}.running_var"), &[out_c])?;
+    let scale = gamma.broadcast_div(&(var + eps)?.sqrt()?)?;
+    let mut shape = vec![1usize; conv_weight.rank()];
+    shape[0] = out_c;
+    Ok((
+        conv_weight.broadcast_mul(&scale.reshape(shape)?)?,
+        (beta - mean.mul(&scale)?)?,
+    ))
+}
+
 /// Softmax over the last dimension, from primitive ops (max-subtracted).
 pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
     let max = x.max_keepdim(D::Minus1)?.detach();

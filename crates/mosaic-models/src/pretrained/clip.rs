@@ -100,12 +100,7 @@ pub struct ClipModel {
     tpos: Tensor,
     tlayers: Vec<PreNormLayer>,
     tnorm: LayerNorm,
-    patch: Linear,
-    cls: Tensor,
-    vpos: Tensor,
-    pre_norm: LayerNorm,
-    vlayers: Vec<PreNormLayer>,
-    post_norm: LayerNorm,
+    vision: ClipVisionTransformer,
     text_proj: Linear,
     visual_proj: Linear,
     logit_scale: f64,
@@ -143,15 +138,7 @@ impl ClipModel {
             }
         }
         let tact = Activation::from_name(&tc.hidden_act, w.source())?;
-        let vact = Activation::from_name(&vc.hidden_act, w.source())?;
         let th = tc.hidden_size;
-        let vh = vc.hidden_size;
-        let (c, p) = (vc.num_channels, vc.patch_size);
-        let n = (vc.image_size / p).pow(2);
-        let conv = w.get(
-            "vision_model.embeddings.patch_embedding.weight",
-            &[vh, c, p, p],
-        )?;
         let tlayers = PreNormLayer::load_stack(
             w,
             "text_model.encoder.layers",
@@ -162,17 +149,6 @@ impl ClipModel {
             tc.num_attention_heads,
             tc.layer_norm_eps,
             tact,
-        )?;
-        let vlayers = PreNormLayer::load_stack(
-            w,
-            "vision_model.encoder.layers",
-            vc.num_hidden_layers,
-            &CLIP_NAMES,
-            vh,
-            vc.intermediate_size,
-            vc.num_attention_heads,
-            vc.layer_norm_eps,
-            vact,
         )?;
         let logit_scale = w
             .get("logit_scale", &[])?
@@ -189,25 +165,17 @@ impl ClipModel {
             )?,
             tlayers,
             tnorm: LayerNorm::load(w, "text_model.final_layer_norm", th, tc.layer_norm_eps)?,
-            patch: Linear {
-                weight: conv.reshape((vh, c * p * p))?,
-                bias: None,
+            vision: {
+                // The full model pools through the post-LayerNorm: required here.
+                w.get("vision_model.post_layernorm.weight", &[vc.hidden_size])?;
+                ClipVisionTransformer::load(w, "vision_model", vc)?
             },
-            cls: w.get("vision_model.embeddings.class_embedding", &[vh])?,
-            vpos: w.get(
-                "vision_model.embeddings.position_embedding.weight",
-                &[n + 1, vh],
-            )?,
-            // Sic: the checkpoint spells it "pre_layrnorm".
-            pre_norm: LayerNorm::load(w, "vision_model.pre_layrnorm", vh, vc.layer_norm_eps)?,
-            vlayers,
-            post_norm: LayerNorm::load(w, "vision_model.post_layernorm", vh, vc.layer_norm_eps)?,
             text_proj: Linear {
                 weight: w.get("text_projection.weight", &[config.projection_dim, th])?,
                 bias: None,
             },
             visual_proj: Linear {
-                weight: w.get("visual_projection.weight", &[config.projection_dim, vh])?,
+                weight: w.get("visual_projection.weight", &[config.projection_dim, vc.hidden_size])?,
                 bias: None,
             },
             logit_scale,
@@ -287,30 +255,12 @@ impl ClipModel {
 
     /// Vision tower: `(last_hidden_state [B,1+N,H], pooled [B,H])`.
     pub fn vision_features(&self, pixels: &Tensor) -> Result<(Tensor, Tensor)> {
-        let vc = &self.config.vision_config;
-        let (b, c, s1, s2) = pixels.dims4()?;
-        if c != vc.num_channels || s1 != vc.image_size || s2 != vc.image_size {
-            return Err(Error::InvalidInput {
-                what: "pixel_values".into(),
-                message: format!(
-                    "got {:?}, the model takes [B, {}, {}, {}]",
-                    pixels.dims(),
-                    vc.num_channels,
-                    vc.image_size,
-                    vc.image_size
-                ),
-            });
-        }
-        let h = vc.hidden_size;
-        let patches = self.patch.forward(&patchify(pixels, vc.patch_size)?)?;
-        let cls = self.cls.reshape((1, 1, h))?.broadcast_as((b, 1, h))?;
-        let x = Tensor::cat(&[cls, patches], 1)?.broadcast_add(&self.vpos.unsqueeze(0)?)?;
-        let mut x = self.pre_norm.forward(&x)?;
-        for l in &self.vlayers {
-            x = l.forward(&x, None)?;
-        }
-        let pooled = self.post_norm.forward(&x.narrow(1, 0, 1)?.squeeze(1)?)?;
-        Ok((x, pooled))
+        self.vision.forward(pixels)
+    }
+
+    /// The vision transformer alone.
+    pub fn vision(&self) -> &ClipVisionTransformer {
+        &self.vision
     }
 
     /// Projected text embeddings `[B, P]` (not normalised).
@@ -338,5 +288,146 @@ impl ClipModel {
     /// The learned log temperature.
     pub fn logit_scale(&self) -> f64 {
         self.logit_scale
+    }
+}
+
+/// CLIP's vision transformer (`CLIPVisionTransformer`): patch embedding with
+/// a class token, pre-LayerNorm, encoder layers, post-LayerNorm on the class
+/// token. Also the vision tower of LLaVA-style models.
+#[derive(Debug, Clone)]
+pub struct ClipVisionTransformer {
+    config: ClipVisionConfig,
+    patch: Linear,
+    cls: Tensor,
+    pos: Tensor,
+    pre_norm: LayerNorm,
+    layers: Vec<PreNormLayer>,
+    post_norm: Option<LayerNorm>,
+}
+
+impl ClipVisionTransformer {
+    /// Loads the tower under `prefix` (e.g. `vision_model`).
+    pub fn load(w: &Weights, prefix: &str, vc: &ClipVisionConfig) -> Result<Self> {
+        if vc.num_attention_heads == 0 || vc.hidden_size % vc.num_attention_heads != 0 {
+            return Err(Error::Config {
+                source_name: w.source().to_string(),
+                message: format!(
+                    "key `vision_config.num_attention_heads`: {} does not divide hidden_size {}",
+                    vc.num_attention_heads, vc.hidden_size
+                ),
+            });
+        }
+        if vc.patch_size == 0 || vc.image_size % vc.patch_size != 0 {
+            return Err(Error::Config {
+                source_name: w.source().to_string(),
+                message: format!(
+                    "key `vision_config.patch_size`: {} does not divide image_size {}",
+                    vc.patch_size, vc.image_size
+                ),
+            });
+        }
+        let act = Activation::from_name(&vc.hidden_act, w.source())?;
+        let h = vc.hidden_size;
+        let (c, p) = (vc.num_channels, vc.patch_size);
+        let n = (vc.image_size / p).pow(2);
+        let conv = w.get(
+            &format!("{prefix}.embeddings.patch_embedding.weight"),
+            &[h, c, p, p],
+        )?;
+        let post = format!("{prefix}.post_layernorm");
+        Ok(ClipVisionTransformer {
+            patch: Linear {
+                weight: conv.reshape((h, c * p * p))?,
+                bias: None,
+            },
+            cls: w.get(&format!("{prefix}.embeddings.class_embedding"), &[h])?,
+            pos: w.get(
+                &format!("{prefix}.embeddings.position_embedding.weight"),
+                &[n + 1, h],
+            )?,
+            // Sic: the checkpoint spells it "pre_layrnorm".
+            pre_norm: LayerNorm::load(w, &format!("{prefix}.pre_layrnorm"), h, vc.layer_norm_eps)?,
+            layers: PreNormLayer::load_stack(
+                w,
+                &format!("{prefix}.encoder.layers"),
+                vc.num_hidden_layers,
+                &CLIP_NAMES,
+                h,
+                vc.intermediate_size,
+                vc.num_attention_heads,
+                vc.layer_norm_eps,
+                act,
+            )?,
+            // LLaVA checkpoints may omit the (unused) post-LayerNorm.
+            post_norm: if w.contains(&format!("{post}.weight")) {
+                Some(LayerNorm::load(w, &post, h, vc.layer_norm_eps)?)
+            } else {
+                None
+            },
+            config: vc.clone(),
+        })
+    }
+
+    /// The config.
+    pub fn config(&self) -> &ClipVisionConfig {
+        &self.config
+    }
+
+    /// Patches in one image (class token excluded).
+    pub fn num_patches(&self) -> usize {
+        (self.config.image_size / self.config.patch_size).pow(2)
+    }
+
+    /// Hidden states `[B, 1+N, H]` after `layers` encoder layers
+    /// (`hidden_states[layers]` in transformers: 0 = the pre-LayerNormed
+    /// embeddings, `num_hidden_layers` = the last layer's output).
+    pub fn hidden_state(&self, pixels: &Tensor, layers: usize) -> Result<Tensor> {
+        let vc = &self.config;
+        let (b, c, s1, s2) = pixels.dims4()?;
+        if c != vc.num_channels || s1 != vc.image_size || s2 != vc.image_size {
+            return Err(Error::InvalidInput {
+                what: "pixel_values".into(),
+                message: format!(
+                    "got {:?}, the model takes [B, {}, {}, {}]",
+                    pixels.dims(),
+                    vc.num_channels,
+                    vc.image_size,
+                    vc.image_size
+                ),
+            });
+        }
+        if layers > self.layers.len() {
+            return Err(Error::InvalidInput {
+                what: "vision layer".into(),
+                message: format!("{layers} > {} layers", self.layers.len()),
+            });
+        }
+        let h = vc.hidden_size;
+        let patches = self.patch.forward(&patchify(pixels, vc.patch_size)?)?;
+        let cls = self.cls.reshape((1, 1, h))?.broadcast_as((b, 1, h))?;
+        let x = Tensor::cat(&[cls, patches], 1)?.broadcast_add(&self.pos.unsqueeze(0)?)?;
+        let mut x = self.pre_norm.forward(&x)?;
+        for l in &self.layers[..layers] {
+            x = l.forward(&x, None)?;
+        }
+        Ok(x)
+    }
+
+    /// `(last_hidden_state [B,1+N,H], pooled [B,H])`: pooled is the
+    /// post-LayerNormed class token.
+    pub fn forward(&self, pixels: &Tensor) -> Result<(Tensor, Tensor)> {
+        let x = self.hidden_state(pixels, self.layers.len())?;
+        let cls = x.narrow(1, 0, 1)?.squeeze(1)?;
+        let pooled = match &self.post_norm {
+            Some(n) => n.forward(&cls)?,
+            None => {
+                return Err(Error::Weight {
+                    checkpoint: "vision tower".into(),
+                    name: "post_layernorm.weight".into(),
+                    message: "missing; the pooled output needs it".into(),
+                });
+            }
+        };
+        Ok((x, pooled))
     }
 }

@@ -8,6 +8,7 @@ use std::path::Path;
 use candle_core::{DType, Device, Tensor};
 
 use crate::error::{Error, Result};
+use crate::nn::ops::fold_batch_norm;
 use crate::weights::Weights;
 
 /// (repeats, kernel, stride, expand ratio, in, out) of the seven stages of
@@ -45,15 +46,11 @@ impl ConvBn {
         groups: usize,
     ) -> Result<Self> {
         let weight = w.get(&format!("{conv}.weight"), &[out_c, in_per_group, k, k])?;
-        let gamma = w.get(&format!("{bn}.weight"), &[out_c])?;
-        let beta = w.get(&format!("{bn}.bias"), &[out_c])?;
-        let mean = w.get(&format!("{bn}.running_mean"), &[out_c])?;
-        let var = w.get(&format!("{bn}.running_var"), &[out_c])?;
         // BatchNorm eps of the TF-ported EfficientNets.
-        let scale = gamma.broadcast_div(&(var + 1e-3)?.sqrt()?)?;
+        let (weight, bias) = fold_batch_norm(w, &weight, bn, 1e-3)?;
         Ok(ConvBn {
-            weight: weight.broadcast_mul(&scale.reshape((out_c, 1, 1, 1))?)?,
-            bias: (beta - mean.mul(&scale)?)?,
+            weight,
+            bias,
             kernel: k,
             stride,
             groups,

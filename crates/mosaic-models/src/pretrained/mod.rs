@@ -10,6 +10,7 @@ use crate::error::{Error, Result};
 pub mod bert;
 pub mod clip;
 pub mod efficientnet;
+pub mod resnet;
 pub mod sentence;
 pub mod siglip;
 pub mod vit;
@@ -18,6 +19,7 @@ pub mod whisper;
 pub use bert::{BertConfig, BertModel, BertOutput};
 pub use clip::{ClipConfig, ClipModel};
 pub use efficientnet::{EfficientNetLite, imagenet_classes, lite_preprocessor, top_k};
+pub use resnet::{ResNetConfig, ResNetModel, ResNetOutput};
 pub use sentence::{Pooling, SentenceEncoder};
 pub use siglip::{SiglipConfig, SiglipModel};
 pub use vit::{VitConfig, VitModel};
@@ -50,7 +52,7 @@ pub fn read_model_type(dir: &Path) -> Result<String> {
 }
 
 /// `model_type` values [`read_model_type`] callers can load.
-pub const SUPPORTED_MODEL_TYPES: &[&str] = &["bert", "clip", "siglip", "vit"];
+pub const SUPPORTED_MODEL_TYPES: &[&str] = &["bert", "clip", "resnet", "siglip", "vit"];
 
 /// The error for a `model_type` no loader handles, listing those that are.
 pub fn unsupported_model_type(dir: &Path, model_type: &str) -> Error {
