@@ -64,3 +64,32 @@ pub fn unsupported_model_type(dir: &Path, model_type: &str) -> Error {
         ),
     }
 }
+
+/// Any checkpoint [`load_any`] can load, by family.
+#[derive(Debug)]
+pub enum PretrainedModel {
+    /// A BERT-family encoder.
+    Bert(BertModel),
+    /// CLIP / OpenCLIP in the HF layout.
+    Clip(ClipModel),
+    /// SigLIP.
+    Siglip(SiglipModel),
+    /// ViT.
+    Vit(VitModel),
+    /// ResNet.
+    ResNet(ResNetModel),
+}
+
+/// Loads a Hugging Face folder by the `model_type` of its `config.json`;
+/// an unknown type is refused with the list of supported ones.
+pub fn load_any(dir: &Path) -> Result<PretrainedModel> {
+    let t = read_model_type(dir)?;
+    Ok(match t.as_str() {
+        "bert" => PretrainedModel::Bert(BertModel::from_pretrained(dir)?),
+        "clip" => PretrainedModel::Clip(ClipModel::from_pretrained(dir)?),
+        "siglip" => PretrainedModel::Siglip(SiglipModel::from_pretrained(dir)?),
+        "vit" => PretrainedModel::Vit(VitModel::from_pretrained(dir)?),
+        "resnet" => PretrainedModel::ResNet(ResNetModel::from_pretrained(dir)?),
+        other => return Err(unsupported_model_type(dir, other)),
+    })
+}
