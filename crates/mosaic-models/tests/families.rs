@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
-use mosaic_models::pretrained::{ResNetModel, SiglipModel, VitModel};
+use mosaic_models::pretrained::{BlipModel, LlavaModel, ResNetModel, SiglipModel, VitModel};
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/families")
@@ -202,4 +202,138 @@ fn unsupported_model_type_lists_the_supported_ones() {
     for t in ["mamba", "bert", "clip", "siglip", "resnet", "vit"] {
         assert!(e.contains(t), "{e}");
     }
+}
+
+fn ids_of(t: &Tensor) -> Vec<Vec<u32>> {
+    t.to_dtype(DType::U32).unwrap().to_vec2().unwrap()
+}
+
+#[test]
+fn llava_matches_transformers_logits_and_greedy_ids() {
+    let io = load("llava_tiny");
+    let m = LlavaModel::from_pretrained(&fixtures().join("llava_tiny")).unwrap();
+    let px = &io["pixel_values"];
+    let feats = m.image_features(px).unwrap();
+    let logits = m.forward(&io["input_ids"], px).unwrap();
+    check(
+        "llava",
+        &[
+            ("image_features", max_abs(&feats, &io["image_features"])),
+            ("teacher-forced logits", max_abs(&logits, &io["logits"])),
+        ],
+    );
+    let prompt = &io["input_ids"];
+    let t = prompt.dim(1).unwrap();
+    // 20 new tokens with eos (2) banned, as min_new_tokens = 20.
+    let (ids, steps) = m.generate_greedy(prompt, px, 20, 20, Some(2)).unwrap();
+    let want = ids_of(&io["generate/sequences"])[0][t..].to_vec();
+    assert_eq!(ids, want, "greedy ids");
+    let step_logits = Tensor::new(steps, &Device::Cpu)
+        .unwrap()
+        .unsqueeze(0)
+        .unwrap();
+    check(
+        "llava",
+        &[(
+            "KV-cached step logits",
+            max_abs(&step_logits, &io["generate/step_logits"]),
+        )],
+    );
+    // Without the ban: identical (eos never wins here).
+    let (nat, _) = m.generate_greedy(prompt, px, 20, 0, Some(2)).unwrap();
+    assert_eq!(
+        nat,
+        ids_of(&io["generate/natural_stop/sequences"])[0][t..].to_vec()
+    );
+    // An unexpanded prompt is refused with the count it needs.
+    let short = Tensor::new(&[[1u32, 499, 5]], &Device::Cpu).unwrap();
+    let e = m.forward(&short, px).unwrap_err().to_string();
+    assert!(e.contains("1 image tokens") && e.contains("16"), "{e}");
+}
+
+#[test]
+fn llava_loads_the_hub_layout_too() {
+    // llava-hf checkpoints nest the tower one level deeper.
+    let d = copy_dir("llava_tiny");
+    rewrite_weights(d.path(), |m| {
+        let keys: Vec<String> = m.keys().cloned().collect();
+        for k in keys {
+            if let Some(rest) = k.strip_prefix("vision_tower.") {
+                let t = m.remove(&k).unwrap();
+                m.insert(format!("vision_tower.vision_model.{rest}"), t);
+            }
+        }
+    });
+    let io = load("llava_tiny");
+    let m = LlavaModel::from_pretrained(d.path()).unwrap();
+    let logits = m.forward(&io["input_ids"], &io["pixel_values"]).unwrap();
+    check(
+        "llava (hub layout)",
+        &[("logits", max_abs(&logits, &io["logits"]))],
+    );
+}
+
+#[test]
+fn blip_itm_and_retrieval_match_transformers() {
+    let io = load("blip_itm_tiny");
+    let m = BlipModel::from_pretrained(&fixtures().join("blip_itm_tiny")).unwrap();
+    let (ids, mask, px) = (&io["input_ids"], &io["attention_mask"], &io["pixel_values"]);
+    let vision = m.image_tokens(px).unwrap();
+    let itm = m.itm_logits(ids, mask, px).unwrap();
+    let img = m.image_embeds(px).unwrap();
+    let txt = m.text_embeds(ids, mask).unwrap();
+    let cos = img.matmul(&txt.t().unwrap()).unwrap();
+    check(
+        "blip itm",
+        &[
+            (
+                "vision last_hidden_state",
+                max_abs(&vision, &io["vision/last_hidden_state"]),
+            ),
+            ("itm logits", max_abs(&itm, &io["itm_score"])),
+            ("image_feat", max_abs(&img, &io["image_feat"])),
+            ("text_feat", max_abs(&txt, &io["text_feat"])),
+            ("cosine_sim", max_abs(&cos, &io["cosine_sim"])),
+        ],
+    );
+    let e = m.caption_logits(ids, px).unwrap_err().to_string();
+    assert!(e.contains("no captioning head"), "{e}");
+}
+
+#[test]
+fn blip_captioning_matches_transformers_logits_and_greedy_ids() {
+    let io = load("blip_caption_tiny");
+    let m = BlipModel::from_pretrained(&fixtures().join("blip_caption_tiny")).unwrap();
+    let px = &io["pixel_values"];
+    let logits = m
+        .caption_logits(&io["teacher_forced/input_ids"], px)
+        .unwrap();
+    check(
+        "blip caption",
+        &[(
+            "teacher-forced logits",
+            max_abs(&logits, &io["teacher_forced/logits"]),
+        )],
+    );
+    let prompted = m
+        .generate_greedy(px, Some(&io["generate/prompt_input_ids"]), 20, 20)
+        .unwrap();
+    assert_eq!(
+        prompted,
+        ids_of(&io["generate/prompted/sequences"]),
+        "prompted greedy ids"
+    );
+    let free = m.generate_greedy(px, None, 20, 20).unwrap();
+    assert_eq!(
+        free,
+        ids_of(&io["generate/unprompted/sequences"]),
+        "unprompted greedy ids"
+    );
+    let natural = m
+        .generate_greedy(px, Some(&io["generate/prompt_input_ids"]), 20, 0)
+        .unwrap();
+    assert_eq!(
+        natural,
+        ids_of(&io["generate/prompted_natural_stop/sequences"])
+    );
 }

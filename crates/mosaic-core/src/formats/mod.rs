@@ -159,6 +159,14 @@ pub fn detect_format(path: &Path) -> Result<WeightFormat> {
     if head.starts_with(b"PK\x03\x04") {
         return Ok(WeightFormat::PytorchZip);
     }
+    // Safetensors before pickle: its u64 header length may well begin with
+    // byte 0x80 (a 896-byte header does), which looks like PROTO.
+    if head.len() >= 9
+        && head[8] == b'{'
+        && u64::from_le_bytes(head[..8].try_into().unwrap_or_default()) < 1 << 32
+    {
+        return Ok(WeightFormat::Safetensors);
+    }
     // Pickle protocol 2 opens with PROTO 2; torch's legacy stream then pushes
     // its magic number as LONG1 with 10 bytes.
     if head.len() >= 2 && head[0] == 0x80 && head[1] <= 5 {
@@ -181,9 +189,6 @@ pub fn detect_format(path: &Path) -> Result<WeightFormat> {
         {
             return Ok(WeightFormat::Ctranslate2);
         }
-    }
-    if head.len() >= 9 && head[8] == b'{' {
-        return Ok(WeightFormat::Safetensors);
     }
     if let Some(ext) = path.extension().and_then(|e| e.to_str()) {
         if ext == "safetensors" {
@@ -276,4 +281,26 @@ fn le_vec<T: Copy>(bytes: &[u8]) -> Vec<T> {
         v.set_len(n);
     }
     v
+}
+
+#[cfg(test)]
+mod detect_tests {
+    use super::*;
+
+    #[test]
+    fn safetensors_whose_header_length_starts_like_a_pickle() {
+        // A header of 0x380 bytes: the file opens with 0x80 0x03, which is
+        // also pickle protocol 3's PROTO opcode.
+        let mut header = br#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}"#.to_vec();
+        header.resize(0x380, b' ');
+        let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+        bytes.extend_from_slice(&header);
+        bytes.extend_from_slice(&1f32.to_le_bytes());
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.bin");
+        std::fs::write(&p, &bytes).unwrap();
+        assert_eq!(detect_format(&p).unwrap(), WeightFormat::Safetensors);
+        let t = load_tensors(&p, &Device::Cpu).unwrap();
+        assert_eq!(t[0].1.to_vec1::<f32>().unwrap(), vec![1.0]);
+    }
 }

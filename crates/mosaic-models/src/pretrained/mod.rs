@@ -8,8 +8,11 @@ use serde::de::DeserializeOwned;
 use crate::error::{Error, Result};
 
 pub mod bert;
+pub mod blip;
 pub mod clip;
 pub mod efficientnet;
+pub mod llama;
+pub mod llava;
 pub mod resnet;
 pub mod sentence;
 pub mod siglip;
@@ -17,8 +20,11 @@ pub mod vit;
 pub mod whisper;
 
 pub use bert::{BertConfig, BertModel, BertOutput};
+pub use blip::{BlipConfig, BlipModel};
 pub use clip::{ClipConfig, ClipModel};
 pub use efficientnet::{EfficientNetLite, imagenet_classes, lite_preprocessor, top_k};
+pub use llama::{KvCache, LlamaConfig, LlamaModel};
+pub use llava::{LlavaConfig, LlavaModel};
 pub use resnet::{ResNetConfig, ResNetModel, ResNetOutput};
 pub use sentence::{Pooling, SentenceEncoder};
 pub use siglip::{SiglipConfig, SiglipModel};
@@ -52,7 +58,7 @@ pub fn read_model_type(dir: &Path) -> Result<String> {
 }
 
 /// `model_type` values [`read_model_type`] callers can load.
-pub const SUPPORTED_MODEL_TYPES: &[&str] = &["bert", "clip", "resnet", "siglip", "vit"];
+pub const SUPPORTED_MODEL_TYPES: &[&str] = &["bert", "blip", "clip", "llava", "resnet", "siglip", "vit"];
 
 /// The error for a `model_type` no loader handles, listing those that are.
 pub fn unsupported_model_type(dir: &Path, model_type: &str) -> Error {
@@ -78,6 +84,10 @@ pub enum PretrainedModel {
     Vit(VitModel),
     /// ResNet.
     ResNet(ResNetModel),
+    /// LLaVA.
+    Llava(Box<LlavaModel>),
+    /// BLIP (retrieval/ITM or captioning).
+    Blip(Box<BlipModel>),
 }
 
 /// Loads a Hugging Face folder by the `model_type` of its `config.json`;
@@ -90,6 +100,8 @@ pub fn load_any(dir: &Path) -> Result<PretrainedModel> {
         "siglip" => PretrainedModel::Siglip(SiglipModel::from_pretrained(dir)?),
         "vit" => PretrainedModel::Vit(VitModel::from_pretrained(dir)?),
         "resnet" => PretrainedModel::ResNet(ResNetModel::from_pretrained(dir)?),
+        "blip" => PretrainedModel::Blip(Box::new(BlipModel::from_pretrained(dir)?)),
+        "llava" => PretrainedModel::Llava(Box::new(LlavaModel::from_pretrained(dir)?)),
         other => return Err(unsupported_model_type(dir, other)),
     })
 }
