@@ -21,10 +21,12 @@
 //! # }
 //! ```
 
+pub mod encoder;
 pub mod error;
 pub mod nn;
 pub mod pretrained;
 pub mod weights;
 pub mod zeroshot;
 
+pub use encoder::{Encoder, Features};
 pub use error::{Error, Result};

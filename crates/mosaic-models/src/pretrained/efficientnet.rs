@@ -241,6 +241,12 @@ impl EfficientNetLite {
 
     /// ImageNet logits `[B, 1000]` for `[B, 3, H, W]` preprocessed pixels.
     pub fn forward(&self, pixels: &Tensor) -> Result<Tensor> {
+        let pooled = self.features(pixels)?.mean(3)?.mean(2)?;
+        Ok(pooled.matmul(&self.fc_w.t()?)?.broadcast_add(&self.fc_b)?)
+    }
+
+    /// The head's `[B, 1280, H/32, W/32]` feature map (before pooling).
+    pub fn features(&self, pixels: &Tensor) -> Result<Tensor> {
         let (_, c, _, _) = pixels.dims4().map_err(|_| Error::InvalidInput {
             what: "pixel_values".into(),
             message: format!("expected [B, 3, H, W], got {:?}", pixels.dims()),
@@ -263,9 +269,7 @@ impl EfficientNetLite {
                 x = (x + inp)?;
             }
         }
-        let x = self.head.forward(&x, true)?;
-        let pooled = x.mean(3)?.mean(2)?;
-        Ok(pooled.matmul(&self.fc_w.t()?)?.broadcast_add(&self.fc_b)?)
+        self.head.forward(&x, true)
     }
 }
 

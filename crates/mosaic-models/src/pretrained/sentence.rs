@@ -122,6 +122,46 @@ impl SentenceEncoder {
         &self.model
     }
 
+    /// Runs BERT on tokenized `[B, T]` ids and pools (and normalises, when
+    /// the model does): `(last_hidden_state [B,T,H], embeddings [B,dim])`.
+    pub fn embed_tokens(
+        &self,
+        ids: &Tensor,
+        type_ids: Option<&Tensor>,
+        mask: &Tensor,
+    ) -> Result<(Tensor, Tensor)> {
+        let o = self.model.forward(ids, type_ids, Some(mask))?;
+        let h = o.last_hidden_state;
+        let pooled = match self.pooling {
+            Pooling::Mean => mean_pool(&h, mask)?,
+            Pooling::Cls => h.narrow(1, 0, 1)?.squeeze(1)?,
+            Pooling::Max => {
+                let m = mask.to_dtype(h.dtype())?.unsqueeze(D::Minus1)?;
+                // Padding gets -1e9 so it never wins the max.
+                let masked = h
+                    .broadcast_mul(&m)?
+                    .broadcast_add(&((m.ones_like()? - &m)? * -1e9)?)?;
+                masked.max(1)?
+            }
+            Pooling::MeanSqrtLen => {
+                let m = mask.to_dtype(h.dtype())?.unsqueeze(D::Minus1)?;
+                let sum = h.broadcast_mul(&m)?.sum(1)?;
+                sum.broadcast_div(&m.sum(1)?.clamp(1e-9, f64::INFINITY)?.sqrt()?)?
+            }
+        };
+        let pooled = if self.normalize {
+            l2_normalize(&pooled)?
+        } else {
+            pooled
+        };
+        Ok((h, pooled))
+    }
+
+    /// The tokenizer.
+    pub fn tokenizer(&self) -> &mosaic_data::text::TextTokenizer {
+        &self.tokenizer
+    }
+
     /// Embeds texts in batches of `batch_size`, returning `[N, dim]` f32.
     pub fn encode<S: AsRef<str>>(&self, texts: &[S], batch_size: usize) -> Result<Tensor> {
         if texts.is_empty() {
@@ -133,33 +173,10 @@ impl SentenceEncoder {
         let mut out = Vec::new();
         for chunk in texts.chunks(batch_size.max(1)) {
             let tb = self.tokenizer.encode_batch(chunk)?;
-            let o = self
-                .model
-                .forward(&tb.ids, Some(&tb.type_ids), Some(&tb.attention_mask))?;
-            let h = &o.last_hidden_state;
-            let mask = &tb.attention_mask;
-            let pooled = match self.pooling {
-                Pooling::Mean => mean_pool(h, mask)?,
-                Pooling::Cls => h.narrow(1, 0, 1)?.squeeze(1)?,
-                Pooling::Max => {
-                    let m = mask.to_dtype(h.dtype())?.unsqueeze(D::Minus1)?;
-                    // Padding gets -1e9 so it never wins the max.
-                    let masked = h
-                        .broadcast_mul(&m)?
-                        .broadcast_add(&((m.ones_like()? - &m)? * -1e9)?)?;
-                    masked.max(1)?
-                }
-                Pooling::MeanSqrtLen => {
-                    let m = mask.to_dtype(h.dtype())?.unsqueeze(D::Minus1)?;
-                    let sum = h.broadcast_mul(&m)?.sum(1)?;
-                    sum.broadcast_div(&m.sum(1)?.clamp(1e-9, f64::INFINITY)?.sqrt()?)?
-                }
-            };
-            out.push(if self.normalize {
-                l2_normalize(&pooled)?
-            } else {
-                pooled
-            });
+            out.push(
+                self.embed_tokens(&tb.ids, Some(&tb.type_ids), &tb.attention_mask)?
+                    .1,
+            );
         }
         Ok(Tensor::cat(&out, 0)?.to_device(&Device::Cpu)?)
     }
