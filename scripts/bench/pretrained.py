@@ -1,6 +1,7 @@
 """References for benches/pretrained.rs, same inputs, same thread count:
 sentence-transformers (MiniLM), PyTorch efficientnet-lite-pytorch
-(EfficientNet-Lite0), faster-whisper / CTranslate2 (Whisper tiny.en, greedy)."""
+(EfficientNet-Lite0), faster-whisper / CTranslate2 (Whisper tiny.en, greedy), the silero-vad
+package (TorchScript model + get_speech_timestamps)."""
 import json, os, time
 from pathlib import Path
 
@@ -60,3 +61,18 @@ def run():
 
 dt = bench(run, 3.0)
 print(f"whisper-tiny-en greedy: {dt:.2f} s for {secs:.1f} s of audio, real-time factor {dt / secs:.3f} (faster-whisper, float32)")
+
+from silero_vad import get_speech_timestamps, load_silero_vad
+
+vad = load_silero_vad(onnx=False)
+tensors = [torch.from_numpy(a) for a in audio]
+
+
+def run_vad():
+    for a in tensors:
+        get_speech_timestamps(a, vad, sampling_rate=16000)
+
+
+with torch.inference_mode():
+    dt = bench(run_vad)
+print(f"silero-vad: {dt * 1e3:.2f} ms for {secs:.1f} s of audio, real-time factor {dt / secs:.4f} (silero-vad package, TorchScript)")

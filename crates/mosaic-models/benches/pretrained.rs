@@ -98,5 +98,24 @@ fn main() {
         dt,
         dt / secs
     );
+    // Silero VAD over the same two utterances: probabilities + segments.
+    let mut vad =
+        mosaic_data::audio::vad::SileroVad::load(&store.path("silero-vad").unwrap()).unwrap();
+    let opts = mosaic_data::audio::vad::VadOptions::default();
+    let dt = time(
+        || {
+            for a in &audio {
+                vad.reset();
+                let p = vad.probabilities(a).unwrap();
+                drop(mosaic_data::audio::vad::speech_segments(&p, a.len(), &opts));
+            }
+        },
+        2.0,
+    );
+    println!(
+        "silero-vad: {:.2} ms for {secs:.1} s of audio, real-time factor {:.4}",
+        dt * 1e3,
+        dt / secs
+    );
     let _ = Device::Cpu;
 }
