@@ -175,7 +175,10 @@ impl ClipModel {
                 bias: None,
             },
             visual_proj: Linear {
-                weight: w.get("visual_projection.weight", &[config.projection_dim, vc.hidden_size])?,
+                weight: w.get(
+                    "visual_projection.weight",
+                    &[config.projection_dim, vc.hidden_size],
+                )?,
                 bias: None,
             },
             logit_scale,
