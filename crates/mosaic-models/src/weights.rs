@@ -188,8 +188,8 @@ impl Weights {
     }
 }
 
-/// `*`-wildcard match (no other metacharacters).
-fn glob_match(pattern: &str, name: &str) -> bool {
+/// `*`-wildcard match (no other metacharacters): `*.position_ids`.
+pub fn glob_match(pattern: &str, name: &str) -> bool {
     let parts: Vec<&str> = pattern.split('*').collect();
     if parts.len() == 1 {
         return pattern == name;

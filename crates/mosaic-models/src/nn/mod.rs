@@ -3,9 +3,17 @@
 //! `softmax_last_dim` are fused kernels that pass no gradient (DESIGN §4).
 
 pub mod attention;
+pub mod blocks;
+pub mod gradcheck;
 pub mod ops;
+pub mod params;
 
 pub use attention::{PreNormLayer, SelfAttention, causal_bias, padding_bias, patchify};
+pub use blocks::{
+    AttentionPool, BlockSpec, Embedding, Mlp, MultiHeadAttention, PromptTokens, Rope, Transformer,
+    TransformerBlock,
+};
 pub use ops::{
     Activation, LayerNorm, Linear, fold_batch_norm, gelu_erf, gelu_tanh, softmax_last_dim,
 };
+pub use params::{Dense, Init, LoraSpec, ParamStore};
