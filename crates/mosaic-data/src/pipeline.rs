@@ -106,6 +106,11 @@ impl Pipeline {
             }
         };
         for (m, v) in &sample.modalities {
+            // A tensor is taken as already prepared, whatever the modality.
+            if let ModalityValue::Tensor(t) = v {
+                values.insert(*m, t.clone());
+                continue;
+            }
             let t = match m {
                 Modality::Text => {
                     let Some(tok) = &self.text else { continue };

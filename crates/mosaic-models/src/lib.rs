@@ -21,6 +21,7 @@
 //! # }
 //! ```
 
+pub mod arch;
 pub mod encoder;
 pub mod error;
 pub mod nn;

@@ -24,6 +24,8 @@ pub enum Init {
     Zeros,
     /// All ones.
     Ones,
+    /// Every value `c`.
+    Constant(f64),
     /// Normal(0, std).
     Normal(f64),
     /// Uniform(-b, b).
@@ -141,6 +143,7 @@ impl ParamStore {
         let values: Vec<f64> = match init {
             Init::Zeros => vec![0.0; n],
             Init::Ones => vec![1.0; n],
+            Init::Constant(c) => vec![c; n],
             Init::Normal(std) => {
                 let d = Normal::new(0.0, std).map_err(|e| Error::InvalidInput {
                     what: full.clone(),

@@ -1,0 +1,637 @@
+//! The seven fusion paradigms over per-modality [`Features`].
+
+use std::collections::BTreeMap;
+
+use candle_core::{D, DType, Tensor};
+use mosaic_core::Modality;
+
+use crate::arch::config::{ArchConfig, FusionConfig};
+use crate::encoder::Features;
+use crate::error::{Error, Result};
+use crate::nn::blocks::{
+    AttentionPool, BlockCache, BlockSpec, Embedding, Transformer, causal_bias_after, key_bias,
+};
+use crate::nn::params::{Dense, Init, ParamStore};
+use crate::nn::softmax_last_dim;
+
+/// What fusion hands to the heads.
+#[derive(Debug, Clone)]
+pub struct Fused {
+    /// `[B, dim]` joint vector (all paradigms but late and generative).
+    pub pooled: Option<Tensor>,
+    /// `[B, T, dim]` joint tokens where the paradigm has them.
+    pub tokens: Option<Tensor>,
+    /// Per-modality pooled features projected to `dim` (late, gated).
+    pub per_modality: BTreeMap<Modality, Tensor>,
+    /// Gated fusion's per-sample weights `[B, M]` (modalities in key order).
+    pub gates: Option<Tensor>,
+}
+
+/// A built fusion module.
+#[derive(Debug, Clone)]
+pub enum Fusion {
+    /// Feature-level early fusion.
+    Early {
+        /// The shared MLP (ReLU between layers).
+        layers: Vec<Dense>,
+    },
+    /// Independent towers.
+    Late {
+        /// Projection of each modality's pooled vector to `dim`.
+        proj: BTreeMap<Modality, Dense>,
+    },
+    /// Query stream cross-attends to a context stream.
+    CrossAttention {
+        /// Attending modality.
+        query: Modality,
+        /// Attended modality.
+        context: Modality,
+        /// Blocks with cross-attention.
+        body: Transformer,
+    },
+    /// One transformer over all tokens.
+    SingleStream {
+        /// Per-modality token projections to `dim`.
+        proj: BTreeMap<Modality, Dense>,
+        /// Modality-type embeddings `[M, dim]`.
+        types: Tensor,
+        /// Class token `[1, 1, dim]`.
+        cls: Tensor,
+        /// The transformer.
+        body: Transformer,
+    },
+    /// Towers then a shared transformer.
+    MultiStream {
+        /// Per-modality token projections to `dim`.
+        proj: BTreeMap<Modality, Dense>,
+        /// Modality-type embeddings.
+        types: Tensor,
+        /// The fusion transformer.
+        body: Transformer,
+    },
+    /// Softmax gates over present modalities.
+    Gated {
+        /// Projections to `dim`.
+        proj: BTreeMap<Modality, Dense>,
+        /// Gate logits from the concatenated projected vectors.
+        gate: Dense,
+    },
+    /// Prefix tokens + causal decoder.
+    Generative(Box<GenerativeDecoder>),
+}
+
+impl Fusion {
+    /// Builds the paradigm `cfg.fusion` under `fusion.`.
+    pub fn build(p: &ParamStore, cfg: &ArchConfig) -> Result<Self> {
+        let p = p.sub("fusion");
+        let d = cfg.dim;
+        let projections = |p: &ParamStore| -> Result<BTreeMap<Modality, Dense>> {
+            cfg.encoders
+                .iter()
+                .map(|(m, e)| Ok((*m, p.linear(&format!("proj.{m}"), e.dim(), d, true)?)))
+                .collect()
+        };
+        Ok(match &cfg.fusion {
+            FusionConfig::Early { hidden, layers } => {
+                let input: usize = cfg.encoders.values().map(|e| e.dim()).sum();
+                let mut ls = Vec::new();
+                let mut cin = input;
+                for i in 0..*layers {
+                    ls.push(p.linear(&format!("mlp.{i}"), cin, *hidden, true)?);
+                    cin = *hidden;
+                }
+                ls.push(p.linear(&format!("mlp.{layers}"), cin, d, true)?);
+                Fusion::Early { layers: ls }
+            }
+            FusionConfig::Late => Fusion::Late {
+                proj: projections(&p)?,
+            },
+            FusionConfig::CrossAttention {
+                query,
+                context,
+                layers,
+                heads,
+            } => {
+                let mut spec = BlockSpec::new(d, *heads);
+                spec.cross_dim = Some(cfg.encoders[context].dim());
+                Fusion::CrossAttention {
+                    query: *query,
+                    context: *context,
+                    body: Transformer::new(&p, "body", *layers, spec)?,
+                }
+            }
+            FusionConfig::SingleStream { layers, heads } => Fusion::SingleStream {
+                proj: projections(&p)?,
+                types: p.get("types", &[cfg.encoders.len(), d], Init::Normal(0.02))?,
+                cls: p.get("cls", &[1, 1, d], Init::Normal(0.02))?,
+                body: Transformer::new(&p, "body", *layers, BlockSpec::new(d, *heads))?,
+            },
+            FusionConfig::MultiStream { layers, heads } => Fusion::MultiStream {
+                proj: projections(&p)?,
+                types: p.get("types", &[cfg.encoders.len(), d], Init::Normal(0.02))?,
+                body: Transformer::new(&p, "body", *layers, BlockSpec::new(d, *heads))?,
+            },
+            FusionConfig::Gated => Fusion::Gated {
+                proj: projections(&p)?,
+                gate: p.linear("gate", d * cfg.encoders.len(), cfg.encoders.len(), true)?,
+            },
+            FusionConfig::Generative {
+                prefix,
+                prefix_tokens,
+                vocab_size,
+                max_len,
+                layers,
+                heads,
+            } => {
+                let mut pools = BTreeMap::new();
+                let mut projs = BTreeMap::new();
+                for m in prefix {
+                    let ed = cfg.encoders[m].dim();
+                    projs.insert(*m, p.linear(&format!("prefix.{m}.proj"), ed, d, true)?);
+                    pools.insert(
+                        *m,
+                        (0..*prefix_tokens)
+                            .map(|i| {
+                                AttentionPool::new(&p, &format!("prefix.{m}.pool{i}"), d, *heads)
+                            })
+                            .collect::<Result<Vec<_>>>()?,
+                    );
+                }
+                Fusion::Generative(Box::new(GenerativeDecoder {
+                    prefix: prefix.clone(),
+                    projs,
+                    pools,
+                    embed: Embedding::new(&p, "embed", *vocab_size, d)?,
+                    pos: p.get("pos", &[*max_len, d], Init::Normal(0.02))?,
+                    body: Transformer::new(&p, "body", *layers, BlockSpec::new(d, *heads))?,
+                    lm_head: p.linear("lm_head", d, *vocab_size, false)?,
+                    max_len: *max_len,
+                    vocab_size: *vocab_size,
+                }))
+            }
+        })
+    }
+
+    /// Fuses encoder outputs. `present[m][b]` says whether sample b has
+    /// modality m (only gated fusion accepts absent modalities).
+    pub fn forward(
+        &self,
+        feats: &BTreeMap<Modality, Features>,
+        present: &BTreeMap<Modality, Vec<bool>>,
+    ) -> Result<Fused> {
+        let mut out = Fused {
+            pooled: None,
+            tokens: None,
+            per_modality: BTreeMap::new(),
+            gates: None,
+        };
+        let get = |m: &Modality| -> Result<&Features> {
+            feats.get(m).ok_or_else(|| Error::InvalidInput {
+                what: "batch".into(),
+                message: format!(
+                    "modality `{m}` is missing from the batch, and this fusion needs it"
+                ),
+            })
+        };
+        match self {
+            Fusion::Early { layers } => {
+                let want = layers[0].linear.weight.dim(1)?;
+                let have: usize = feats.values().map(|f| f.pooled.dim(1).unwrap_or(0)).sum();
+                if have != want {
+                    return Err(Error::InvalidInput {
+                        what: "batch".into(),
+                        message: format!(
+                            "early fusion needs every modality it was built for ({want} features), the batch gives {have}"
+                        ),
+                    });
+                }
+                let parts = feats.values().map(|f| f.pooled.clone()).collect::<Vec<_>>();
+                let mut x = Tensor::cat(&parts, D::Minus1)?;
+                for (i, l) in layers.iter().enumerate() {
+                    x = l.forward(&x)?;
+                    if i + 1 < layers.len() {
+                        x = x.relu()?;
+                    }
+                }
+                out.pooled = Some(x);
+            }
+            Fusion::Late { proj } => {
+                for (m, f) in feats {
+                    out.per_modality.insert(*m, proj[m].forward(&f.pooled)?);
+                }
+                let v: Vec<Tensor> = out.per_modality.values().cloned().collect();
+                out.pooled = Some(Tensor::stack(&v, 0)?.mean(0)?);
+            }
+            Fusion::CrossAttention {
+                query,
+                context,
+                body,
+            } => {
+                let (q, c) = (get(query)?, get(context)?);
+                let qb = q
+                    .mask
+                    .as_ref()
+                    .map(|m| key_bias(m, q.tokens.dtype()))
+                    .transpose()?;
+                let cb = c
+                    .mask
+                    .as_ref()
+                    .map(|m| key_bias(m, c.tokens.dtype()))
+                    .transpose()?;
+                let x = body.forward(&q.tokens, qb.as_ref(), Some((&c.tokens, cb.as_ref())))?;
+                out.pooled = Some(x.narrow(1, 0, 1)?.squeeze(1)?);
+                out.tokens = Some(x);
+            }
+            Fusion::SingleStream {
+                proj, types, body, ..
+            }
+            | Fusion::MultiStream {
+                proj, types, body, ..
+            } => {
+                let mut toks = Vec::new();
+                let mut masks = Vec::new();
+                let first = feats.values().next().ok_or_else(|| Error::InvalidInput {
+                    what: "batch".into(),
+                    message: "no modalities".into(),
+                })?;
+                let b = first.tokens.dim(0)?;
+                let dev = first.tokens.device().clone();
+                let cls_tok = match self {
+                    Fusion::SingleStream { cls, .. } => Some(cls),
+                    _ => None,
+                };
+                if let Some(c) = cls_tok {
+                    let d = c.dim(2)?;
+                    toks.push(c.broadcast_as((b, 1, d))?.contiguous()?);
+                    masks.push(Tensor::ones((b, 1), DType::U8, &dev)?);
+                }
+                for (i, (m, pr)) in proj.iter().enumerate() {
+                    let f = get(m)?;
+                    let t = f.tokens.dim(1)?;
+                    toks.push(pr.forward(&f.tokens)?.broadcast_add(&types.get(i)?)?);
+                    masks.push(match &f.mask {
+                        Some(mk) => mk.to_dtype(DType::U8)?,
+                        None => Tensor::ones((b, t), DType::U8, &dev)?,
+                    });
+                }
+                let x = Tensor::cat(&toks, 1)?;
+                let mask = Tensor::cat(&masks, 1)?;
+                let bias = key_bias(&mask, x.dtype())?;
+                let y = body.forward(&x, Some(&bias), None)?;
+                out.pooled = Some(match cls_tok {
+                    Some(_) => y.narrow(1, 0, 1)?.squeeze(1)?,
+                    None => crate::arch::encoders::masked_mean(&y, Some(&mask))?,
+                });
+                out.tokens = Some(y);
+            }
+            Fusion::Gated { proj, gate } => {
+                // Absent modalities: zero vectors, excluded from the softmax.
+                let mut vs = Vec::new();
+                let mut avail = Vec::new();
+                let any = feats.values().next().ok_or_else(|| Error::InvalidInput {
+                    what: "batch".into(),
+                    message: "no modalities".into(),
+                })?;
+                let b = any.pooled.dim(0)?;
+                let dtype = any.pooled.dtype();
+                let dev = any.pooled.device().clone();
+                for (m, pr) in proj {
+                    let (v, a) = match feats.get(m) {
+                        Some(f) => {
+                            let pres = present.get(m).cloned().unwrap_or_else(|| vec![true; b]);
+                            let a = Tensor::from_vec(
+                                pres.iter()
+                                    .map(|&p| if p { 1f32 } else { 0.0 })
+                                    .collect::<Vec<_>>(),
+                                (b, 1),
+                                &dev,
+                            )?
+                            .to_dtype(dtype)?;
+                            (pr.forward(&f.pooled)?.broadcast_mul(&a)?, a)
+                        }
+                        None => {
+                            let d = pr.linear.weight.dim(0)?;
+                            (
+                                Tensor::zeros((b, d), dtype, &dev)?,
+                                Tensor::zeros((b, 1), dtype, &dev)?,
+                            )
+                        }
+                    };
+                    out.per_modality.insert(*m, v.clone());
+                    vs.push(v);
+                    avail.push(a);
+                }
+                let avail = Tensor::cat(&avail, 1)?;
+                let n_avail: Vec<f32> = avail.to_dtype(DType::F32)?.sum(1)?.to_vec1()?;
+                if let Some(i) = n_avail.iter().position(|&n| n == 0.0) {
+                    return Err(Error::InvalidInput {
+                        what: "batch".into(),
+                        message: format!("sample {i} has none of the gated modalities"),
+                    });
+                }
+                let logits = gate.forward(&Tensor::cat(&vs, 1)?)?;
+                let logits = logits.broadcast_add(&((avail.ones_like()? - &avail)? * -1e9)?)?;
+                let g = softmax_last_dim(&logits)?;
+                let stacked = Tensor::stack(&vs, 1)?; // [B, M, d]
+                out.pooled = Some(stacked.broadcast_mul(&g.unsqueeze(2)?)?.sum(1)?);
+                out.gates = Some(g);
+            }
+            Fusion::Generative(g) => {
+                out.tokens = Some(g.prefix_tokens(feats)?);
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// LLaVA-style generative fusion: each prefix modality's tokens are
+/// projected and attention-pooled into `prefix_tokens` tokens that precede
+/// the text in a causal decoder.
+#[derive(Debug, Clone)]
+pub struct GenerativeDecoder {
+    prefix: Vec<Modality>,
+    projs: BTreeMap<Modality, Dense>,
+    pools: BTreeMap<Modality, Vec<AttentionPool>>,
+    embed: Embedding,
+    pos: Tensor,
+    body: Transformer,
+    lm_head: Dense,
+    max_len: usize,
+    vocab_size: usize,
+}
+
+/// How to pick the next token.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Decoding {
+    /// Argmax.
+    Greedy,
+    /// Sample from the `k` most likely (seeded).
+    TopK {
+        /// k.
+        k: usize,
+        /// Softmax temperature.
+        temperature: f64,
+        /// RNG seed.
+        seed: u64,
+    },
+    /// Sample from the smallest set with probability ≥ p (seeded).
+    TopP {
+        /// p.
+        p: f64,
+        /// Softmax temperature.
+        temperature: f64,
+        /// RNG seed.
+        seed: u64,
+    },
+    /// Beam search (length-normalised log-probability).
+    Beam {
+        /// Beams.
+        beams: usize,
+    },
+}
+
+impl GenerativeDecoder {
+    /// Vocabulary size.
+    pub fn vocab_size(&self) -> usize {
+        self.vocab_size
+    }
+
+    /// Prefix tokens `[B, P, dim]`.
+    pub fn prefix_tokens(&self, feats: &BTreeMap<Modality, Features>) -> Result<Tensor> {
+        let mut parts = Vec::new();
+        for m in &self.prefix {
+            let f = feats.get(m).ok_or_else(|| Error::InvalidInput {
+                what: "batch".into(),
+                message: format!("prefix modality `{m}` is missing from the batch"),
+            })?;
+            let t = self.projs[m].forward(&f.tokens)?;
+            for pool in &self.pools[m] {
+                parts.push(pool.forward(&t, f.mask.as_ref())?.unsqueeze(1)?);
+            }
+        }
+        Ok(Tensor::cat(&parts, 1)?)
+    }
+
+    fn embed_at(&self, ids: &Tensor, start: usize) -> Result<Tensor> {
+        let t = ids.dim(1)?;
+        if start + t > self.max_len {
+            return Err(Error::InvalidInput {
+                what: "sequence".into(),
+                message: format!(
+                    "{} positions exceed the decoder's max_len {}",
+                    start + t,
+                    self.max_len
+                ),
+            });
+        }
+        Ok(self
+            .embed
+            .forward(ids)?
+            .broadcast_add(&self.pos.narrow(0, start, t)?.unsqueeze(0)?)?)
+    }
+
+    /// Teacher-forced next-token logits `[B, T, vocab]` for text `ids`
+    /// `[B, T]` after the prefix (one row per text position).
+    pub fn logits(&self, prefix: &Tensor, ids: &Tensor) -> Result<Tensor> {
+        let p = prefix.dim(1)?;
+        let t = ids.dim(1)?;
+        let prefix = prefix.broadcast_add(&self.pos.narrow(0, 0, p)?.unsqueeze(0)?)?;
+        let x = Tensor::cat(&[&prefix, &self.embed_at(ids, p)?], 1)?;
+        let bias = causal_bias_after(0, p + t, x.dtype(), x.device())?;
+        let y = self.body.forward(&x, Some(&bias), None)?;
+        self.lm_head.forward(&y.narrow(1, p, t)?)
+    }
+
+    /// Runs new tokens after the cache; returns logits `[B, T, vocab]`.
+    fn step(&self, x: &Tensor, caches: &mut Vec<BlockCache>, start: usize) -> Result<Tensor> {
+        let t = x.dim(1)?;
+        let bias = causal_bias_after(start, t, x.dtype(), x.device())?;
+        let y = self.body.forward_cached(x, Some(&bias), None, caches)?;
+        self.lm_head.forward(&y)
+    }
+
+    /// Decodes up to `max_new` tokens after `prefix` `[1, P, dim]` and the
+    /// prompt `ids` (may be empty), stopping at `eos`. With `Greedy` the
+    /// result equals repeated full recomputation (KV cache test).
+    pub fn generate(
+        &self,
+        prefix: &Tensor,
+        prompt: &[u32],
+        max_new: usize,
+        eos: Option<u32>,
+        how: Decoding,
+    ) -> Result<Vec<u32>> {
+        if prefix.dim(0)? != 1 {
+            return Err(Error::InvalidInput {
+                what: "prefix".into(),
+                message: "generate decodes one sample at a time".into(),
+            });
+        }
+        if let Decoding::Beam { beams } = how {
+            return self.beam(prefix, prompt, max_new, eos, beams.max(1));
+        }
+        let dev = prefix.device();
+        let p = prefix.dim(1)?;
+        let mut caches = Vec::new();
+        let mut x = prefix.broadcast_add(&self.pos.narrow(0, 0, p)?.unsqueeze(0)?)?;
+        if !prompt.is_empty() {
+            let ids = Tensor::new(prompt, dev)?.unsqueeze(0)?;
+            x = Tensor::cat(&[&x, &self.embed_at(&ids, p)?], 1)?;
+        }
+        let mut logits = self.step(&x, &mut caches, 0)?;
+        let start = x.dim(1)?;
+        let mut out = Vec::new();
+        let mut rng = match how {
+            Decoding::TopK { seed, .. } | Decoding::TopP { seed, .. } => seed,
+            _ => 0,
+        };
+        for len in start..start + max_new {
+            let row: Vec<f64> = logits
+                .get(0)?
+                .get(logits.dim(1)? - 1)?
+                .to_dtype(DType::F64)?
+                .to_vec1()?;
+            let id = pick(&row, how, &mut rng)?;
+            out.push(id);
+            if Some(id) == eos || len + 1 > self.max_len {
+                break;
+            }
+            let ids = Tensor::new(&[[id]], dev)?;
+            logits = self.step(&self.embed_at(&ids, len)?, &mut caches, len)?;
+        }
+        Ok(out)
+    }
+
+    /// Full recomputation of the logits for every step (the reference the
+    /// KV cache is tested against): last-position logits after
+    /// `prefix + prompt + generated[..i]`.
+    pub fn recompute_logits(&self, prefix: &Tensor, tokens: &[u32]) -> Result<Tensor> {
+        let ids = Tensor::new(tokens, prefix.device())?.unsqueeze(0)?;
+        self.logits(prefix, &ids)
+    }
+
+    fn beam(
+        &self,
+        prefix: &Tensor,
+        prompt: &[u32],
+        max_new: usize,
+        eos: Option<u32>,
+        beams: usize,
+    ) -> Result<Vec<u32>> {
+        // Each hypothesis: (tokens, sum log-prob, finished). Recomputes each
+        // step from scratch per beam: simple and exact, fine at decoder sizes
+        // Mosaic's heads use.
+        let mut hyps: Vec<(Vec<u32>, f64, bool)> = vec![(Vec::new(), 0.0, false)];
+        let p = prefix.dim(1)?;
+        for _ in 0..max_new {
+            if hyps.iter().all(|h| h.2) {
+                break;
+            }
+            let mut cand = Vec::new();
+            for (toks, score, done) in &hyps {
+                if *done || p + prompt.len() + toks.len() >= self.max_len {
+                    cand.push((toks.clone(), *score, true));
+                    continue;
+                }
+                let all: Vec<u32> = prompt.iter().chain(toks.iter()).copied().collect();
+                let row: Vec<f64> = if all.is_empty() {
+                    let x = prefix.broadcast_add(&self.pos.narrow(0, 0, p)?.unsqueeze(0)?)?;
+                    let bias = causal_bias_after(0, p, x.dtype(), x.device())?;
+                    let y = self.body.forward(&x, Some(&bias), None)?;
+                    self.lm_head
+                        .forward(&y.narrow(1, p - 1, 1)?)?
+                        .flatten_all()?
+                        .to_dtype(DType::F64)?
+                        .to_vec1()?
+                } else {
+                    let l = self.recompute_logits(prefix, &all)?;
+                    l.get(0)?
+                        .get(all.len() - 1)?
+                        .to_dtype(DType::F64)?
+                        .to_vec1()?
+                };
+                let lp = log_softmax(&row);
+                let mut idx: Vec<usize> = (0..lp.len()).collect();
+                idx.sort_by(|&a, &b| lp[b].total_cmp(&lp[a]).then(a.cmp(&b)));
+                for &i in idx.iter().take(beams) {
+                    let mut t = toks.clone();
+                    t.push(i as u32);
+                    cand.push((t, score + lp[i], Some(i as u32) == eos));
+                }
+            }
+            cand.sort_by(|a, b| {
+                (b.1 / b.0.len().max(1) as f64)
+                    .total_cmp(&(a.1 / a.0.len().max(1) as f64))
+                    .then(a.0.cmp(&b.0))
+            });
+            cand.truncate(beams);
+            hyps = cand;
+        }
+        Ok(hyps.into_iter().next().map(|h| h.0).unwrap_or_default())
+    }
+}
+
+fn log_softmax(row: &[f64]) -> Vec<f64> {
+    let m = row.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+    let lse = m + row.iter().map(|v| (v - m).exp()).sum::<f64>().ln();
+    row.iter().map(|v| v - lse).collect()
+}
+
+/// SplitMix64 step: a tiny seeded generator for sampling.
+fn next_f64(state: &mut u64) -> f64 {
+    *state = state.wrapping_add(0x9E3779B97F4A7C15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58476D1CE4E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D049BB133111EB);
+    ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
+}
+
+fn pick(row: &[f64], how: Decoding, rng: &mut u64) -> Result<u32> {
+    let argmax = || {
+        row.iter()
+            .enumerate()
+            .fold((0usize, f64::NEG_INFINITY), |a, (i, &v)| {
+                if v > a.1 { (i, v) } else { a }
+            })
+            .0 as u32
+    };
+    // How many of the probability-sorted tokens stay candidates.
+    type Keep = Box<dyn Fn(&[(usize, f64)]) -> usize>;
+    let (keep, temperature): (Keep, f64) = match how {
+        Decoding::Greedy | Decoding::Beam { .. } => return Ok(argmax()),
+        Decoding::TopK { k, temperature, .. } => (Box::new(move |_| k.max(1)), temperature),
+        Decoding::TopP { p, temperature, .. } => (
+            Box::new(move |sorted: &[(usize, f64)]| {
+                let mut acc = 0.0;
+                for (i, (_, pr)) in sorted.iter().enumerate() {
+                    acc += pr;
+                    if acc >= p {
+                        return i + 1;
+                    }
+                }
+                sorted.len()
+            }),
+            temperature,
+        ),
+    };
+    if temperature <= 0.0 {
+        return Err(Error::InvalidInput {
+            what: "temperature".into(),
+            message: format!("{temperature} must be positive"),
+        });
+    }
+    let scaled: Vec<f64> = row.iter().map(|v| v / temperature).collect();
+    let probs: Vec<f64> = log_softmax(&scaled).into_iter().map(f64::exp).collect();
+    let mut sorted: Vec<(usize, f64)> = probs.into_iter().enumerate().collect();
+    sorted.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    let n = keep(&sorted).min(sorted.len());
+    let total: f64 = sorted[..n].iter().map(|x| x.1).sum();
+    let mut u = next_f64(rng) * total;
+    for (i, pr) in &sorted[..n] {
+        if u < *pr {
+            return Ok(*i as u32);
+        }
+        u -= pr;
+    }
+    Ok(sorted[n - 1].0 as u32)
+}

@@ -1,0 +1,13 @@
+//! Models built from a config: encoders for six modalities, seven fusion
+//! paradigms, heads (DESIGN §3). `configs/arch/*.toml` has one ready
+//! config per paradigm.
+
+pub mod config;
+pub mod describe;
+pub mod encoders;
+pub mod fusion;
+pub mod model;
+
+pub use config::{ArchConfig, EncoderConfig, FusionConfig, HeadConfig};
+pub use fusion::Decoding;
+pub use model::{ModelOutput, MultimodalModel};
