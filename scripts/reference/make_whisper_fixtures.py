@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """faster-whisper / CTranslate2 reference transcriptions for mosaic-models (fixtures/audio/).
 
-    MOSAIC_HOME=... .venv-ref/bin/python scripts/reference/make_whisper_fixtures.py [FIXTURES_ROOT]
+    MOSAIC_HOME=... .venv-ref/bin/python scripts/reference/make_whisper_fixtures.py [FIXTURES_ROOT] [--part greedy,beam,vad]
 
 FIXTURES_ROOT defaults to crates/mosaic-models/tests/fixtures. Model: the
 CTranslate2 Whisper tiny.en asset ($MOSAIC_HOME/assets/whisper-tiny-en/), run by
@@ -19,6 +19,9 @@ Files (layouts in crates/mosaic-models/tests/fixtures/README.md, `## audio/`):
                                       log-mel (content frames), encoder-output excerpts, raw per-step
                                       top-5 decoder logits and log-normalisers
   audio/whisper_tiny_en_timing.json   wall time per file and real-time factor (varies per run)
+  audio/whisper_tiny_en_beam.json     (--part beam, ~2 min) beam_size=5 windows and segments on a subset
+  audio/whisper_tiny_en_vad.json      (--part vad, ~1 min) vad_filter=True chunks, windows, segments, with
+                                      faster-whisper's Silero ONNX and with the silero-vad asset's model
 
 Every run re-derives faster-whisper's output with an independent write-up of
 the procedure described in the README (window loop, prompt, greedy decoding with
@@ -471,11 +474,228 @@ def wer_block(items, norm):
 
 
 # ---------------------------------------------------------------------------
+# Beam search (audio/whisper_tiny_en_beam.json) and VAD (audio/whisper_tiny_en_vad.json)
+
+# faster-whisper's defaults except temperature: beam_size=5, patience=1, length_penalty=1,
+# condition_on_previous_text=True; one temperature (0.0) so no sampled fallback can make the
+# output irreproducible. Everything else default.
+BEAM_KWARGS = dict(language="en", beam_size=5, best_of=5, patience=1, length_penalty=1, temperature=0.0,
+                   condition_on_previous_text=True, without_timestamps=False, vad_filter=False,
+                   word_timestamps=False)
+BEAM_AST_STRIDE = 24  # every 24th Asterisk prompt (sorted by path), plus the multi-window files below
+BEAM_EXTRA = [AST_DIR + "/demo-congrats.wav", AST_DIR + "/demo-instruct.wav"]
+
+
+class RecordWindows:
+    """Records every generate_with_fallback call of faster-whisper (one per window, in order)."""
+
+    def __init__(self):
+        from faster_whisper import transcribe as fwt
+        self.fwt = fwt
+        self.orig = fwt.WhisperModel.generate_with_fallback
+        self.calls = []
+        rec = self
+
+        def wrapped(model, encoder_output, prompt, tokenizer, options):
+            r = rec.orig(model, encoder_output, prompt, tokenizer, options)
+            result, avg_logprob, temperature, compression_ratio = r
+            rec.calls.append(dict(prompt=list(prompt), tokens=list(result.sequences_ids[0]),
+                                  score=float(result.scores[0]), avg_logprob=float(avg_logprob),
+                                  temperature=float(temperature), compression_ratio=float(compression_ratio),
+                                  no_speech_prob=float(result.no_speech_prob)))
+            return r
+
+        fwt.WhisperModel.generate_with_fallback = wrapped
+
+    def take(self):
+        c, self.calls = self.calls, []
+        return c
+
+
+def seg_record(s):
+    return dict(seek=s.seek, start=s.start, end=s.end, text=s.text, tokens=list(s.tokens),
+                temperature=s.temperature, avg_logprob=s.avg_logprob,
+                compression_ratio=s.compression_ratio, no_speech_prob=s.no_speech_prob)
+
+
+def make_beam(out):
+    mdir = os.path.dirname(asset(MODEL_DIR, "model.bin"))
+    wm = WhisperModel(mdir, device="cpu", compute_type="float32", cpu_threads=CPU_THREADS)
+    rec = RecordWindows()
+    ps = load_pocketsphinx()
+    ast, _ = load_asterisk()
+    items = ps + [a for i, a in enumerate(ast) if i % BEAM_AST_STRIDE == 0]
+    items += [a for a in ast if a["file"] in BEAM_EXTRA and a not in items]
+    t0 = time.time()
+    files = []
+    for it in items:
+        y, sr = read_16k(it["file"])
+        segs, info = wm.transcribe(y, **BEAM_KWARGS)
+        segs = list(segs)
+        windows = rec.take()
+        for w in windows:
+            assert w["temperature"] == 0.0
+            w["skipped_no_speech"] = bool(w["no_speech_prob"] > 0.6 and not (w["avg_logprob"] > -1.0))
+        files.append(dict(file=it["file"], set=it["set"], reference=it["reference"], n_samples_16k=len(y),
+                          windows=windows, segments=[seg_record(s) for s in segs],
+                          text="".join(s.text for s in segs)))
+    secs = time.time() - t0
+    # The same files greedily (beam 1, everything else equal), to show where beam search differs.
+    g_kwargs = dict(BEAM_KWARGS, beam_size=1, best_of=1)
+    differ = []
+    for f in files:
+        y, _ = read_16k(f["file"])
+        g = list(wm.transcribe(y, **g_kwargs)[0])
+        rec.take()
+        if [list(s.tokens) for s in g] != [s["tokens"] for s in f["segments"]]:
+            differ.append(f["file"])
+    doc = dict(
+        description=("faster-whisper beam search (beam_size=5) of a subset of the real recordings with the "
+                     "CTranslate2 Whisper tiny.en asset: every window's prompt, ids, score, avg_logprob, "
+                     "compression ratio and no-speech probability (recorded from generate_with_fallback), "
+                     "and the segments. See README.md (## audio/, beam search)."),
+        versions=all_versions(),
+        load="faster_whisper.WhisperModel(dir, device='cpu', compute_type='float32', cpu_threads=1)",
+        transcribe_kwargs=BEAM_KWARGS,
+        effective_options={k: (list(v) if isinstance(v, tuple) else v)
+                           for k, v in vars(info.transcription_options).items()},
+        selection=(f"all {len(ps)} pocketsphinx files, every {BEAM_AST_STRIDE}th Asterisk prompt (index in the "
+                   f"path-sorted list), and {', '.join(BEAM_EXTRA)} (several windows: previous-text prompts)"),
+        seconds_to_transcribe=round(secs, 1),
+        files_where_greedy_differs=differ,
+        files=files,
+    )
+    write_json(os.path.join(out, "whisper_tiny_en_beam.json"), doc, compact=True)
+    rec.fwt.WhisperModel.generate_with_fallback = rec.orig
+    print(f"beam: {len(files)} files in {secs:.0f} s; greedy differs on {len(differ)}")
+
+
+VAD_KWARGS = dict(language="en", beam_size=1, best_of=1, temperature=0.0, condition_on_previous_text=False,
+                  without_timestamps=False, vad_filter=True, word_timestamps=False)
+VAD_CONCAT = [("pocketsphinx-testdata/librivox/sense_and_sensibility_01_austen_64kb-0880.wav", 3.0),
+              ("pocketsphinx-testdata/cards/001.wav", 2.5),
+              ("pocketsphinx-testdata/librivox/sense_and_sensibility_01_austen_64kb-0930.wav", 0.0)]
+VAD_REAL = [AST_DIR + "/demo-instruct.wav"]
+
+
+class JitVad:
+    """The silero-vad package's TorchScript model (the Mosaic `silero-vad` asset, v6.2) behind
+    faster-whisper's SileroVADModel interface: same padding, same zeroed last 64 samples, the
+    64-sample context of the previous window, state carried across windows."""
+
+    def __init__(self, path):
+        self.model = torch.jit.load(path).eval()
+
+    def __call__(self, audio, num_samples=512, context_size_samples=64):
+        assert audio.ndim == 1 and audio.shape[0] % num_samples == 0
+        batched = audio.reshape(-1, num_samples)
+        batched[-1, -context_size_samples:] = 0  # as faster-whisper's in-place context write does
+        self.model.reset_states()
+        with torch.no_grad():
+            probs = [float(self.model(torch.from_numpy(np.ascontiguousarray(w)), SR)) for w in batched]
+        return np.array(probs, dtype=np.float32)[:, None]
+
+
+def make_vad(out):
+    import faster_whisper.vad as fwv
+    mdir = os.path.dirname(asset(MODEL_DIR, "model.bin"))
+    wm = WhisperModel(mdir, device="cpu", compute_type="float32", cpu_threads=CPU_THREADS)
+    rec = RecordWindows()
+    chunks_seen = []
+    orig_gst = fwv.get_speech_timestamps
+
+    def gst(audio, vad_options=None, sampling_rate=16000, **kw):
+        r = orig_gst(audio, vad_options, sampling_rate, **kw)
+        chunks_seen.append([dict(start=int(c["start"]), end=int(c["end"])) for c in r])
+        return r
+
+    from faster_whisper import transcribe as fwt
+    fwt.get_speech_timestamps = gst
+    parts = []
+    for path, gap in VAD_CONCAT:
+        y, sr = read_16k(path)
+        assert sr == SR
+        parts += [y, np.zeros(int(round(gap * SR)), np.float32)]
+    concat = np.concatenate(parts)
+    inputs = [("concat", concat, dict(recipe=[dict(file=p, silence_after_s=g) for p, g in VAD_CONCAT],
+                                     note="16 kHz WAVs (soundfile float32) joined with that many 0.0 samples"))]
+    for f in VAD_REAL:
+        y, _ = read_16k(f)
+        inputs.append((os.path.basename(f)[:-4], y, dict(file=f)))
+    orig_model = fwv.get_vad_model
+    jit = JitVad(asset("silero-vad", "silero_vad.jit"))
+    runs = {}
+    for variant, getter in [("faster_whisper_onnx", orig_model), ("silero_vad_jit", lambda: jit)]:
+        fwv.get_vad_model = getter
+        for name, y, meta in inputs:
+            chunks_seen.clear()
+            segs, info = wm.transcribe(y.copy(), **VAD_KWARGS)
+            segs = list(segs)
+            windows = rec.take()
+            assert len(chunks_seen) == 1
+            runs.setdefault(name, dict(meta, n_samples_16k=len(y)))[variant] = dict(
+                speech_chunks=chunks_seen[0], duration_after_vad=info.duration_after_vad,
+                windows=[dict(prompt=w["prompt"], tokens=w["tokens"], no_speech_prob=w["no_speech_prob"],
+                              avg_logprob=w["avg_logprob"]) for w in windows],
+                segments=[seg_record(s) for s in segs], text="".join(s.text for s in segs))
+        # Without VAD, for comparison.
+    fwv.get_vad_model = orig_model
+    fwt.get_speech_timestamps = orig_gst
+    for name, y, meta in inputs:
+        segs = list(wm.transcribe(y.copy(), **dict(VAD_KWARGS, vad_filter=False))[0])
+        rec.take()
+        runs[name]["no_vad"] = dict(segments=[seg_record(s) for s in segs], text="".join(s.text for s in segs))
+    rec.fwt.WhisperModel.generate_with_fallback = rec.orig
+    doc = dict(
+        description=("faster-whisper vad_filter=True (greedy, temperature 0) on a concatenation of real "
+                     "recordings with inserted digital silence and on real Asterisk prompts, twice: with "
+                     "faster-whisper's own Silero model (assets/silero_vad_v6.onnx, not the weights Mosaic "
+                     "ships) and with the silero-vad package's TorchScript model (= the Mosaic silero-vad "
+                     "asset) swapped in through faster_whisper.vad.get_vad_model. See README.md (## audio/, VAD)."),
+        versions=dict(all_versions(), silero_vad=md.version("silero-vad"), onnxruntime=md.version("onnxruntime")),
+        transcribe_kwargs=VAD_KWARGS,
+        vad_options={k: ("inf" if v == float("inf") else v) for k, v in vars(fwv.VadOptions()).items()},
+        silero_vad_jit_sha256=sha256_file(asset("silero-vad", "silero_vad.jit")),
+        inputs=runs,
+    )
+    write_json(os.path.join(out, "whisper_tiny_en_vad.json"), doc, compact=False)
+    for name, r in runs.items():
+        print(name, {k: (v.get("speech_chunks"), v["text"]) for k, v in r.items() if isinstance(v, dict) and "text" in v})
+
+
+# ---------------------------------------------------------------------------
+
+
+def parse_args():
+    """[FIXTURES_ROOT] [--part greedy,beam,vad] (default: all parts)."""
+    args = sys.argv[1:]
+    parts = {"greedy", "beam", "vad"}
+    root = MODELS_FIXTURES
+    i = 0
+    while i < len(args):
+        if args[i] == "--part":
+            parts = set(args[i + 1].split(","))
+            assert parts <= {"greedy", "beam", "vad"}, parts
+            i += 2
+        else:
+            root = args[i]
+            i += 1
+    return root, parts
 
 
 def main():
+    root, parts = parse_args()
+    out = out_dir("audio", [sys.argv[0], root])
+    if "beam" in parts:
+        make_beam(out)
+    if "vad" in parts:
+        make_vad(out)
+    if "greedy" in parts:
+        make_greedy(out)
+
+
+def make_greedy(out):
     global NO_SPEECH
-    out = out_dir("audio", [sys.argv[0], sys.argv[1]] if len(sys.argv) > 1 else [sys.argv[0], MODELS_FIXTURES])
     mdir = os.path.dirname(asset(MODEL_DIR, "model.bin"))
     cfg = json.load(open(os.path.join(mdir, "config.json")))
 

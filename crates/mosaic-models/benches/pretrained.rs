@@ -68,7 +68,9 @@ fn main() {
             b as f64 / dt
         );
     }
-    let tr = WhisperTranscriber::from_pretrained(&store.path("whisper-tiny-en").unwrap()).unwrap();
+    let mut tr =
+        WhisperTranscriber::from_pretrained(&store.path("whisper-tiny-en").unwrap()).unwrap();
+    tr.options = tr.options.clone().with_greedy();
     let ps = store
         .path("pocketsphinx-testdata")
         .unwrap()

@@ -1,13 +1,25 @@
-//! Whisper encoder–decoder from a CTranslate2 `WhisperSpec` checkpoint
-//! (`model.bin`, as shipped for faster-whisper), run in f32 with a KV
-//! cache: log-mel → 2 convolutions + pre-norm encoder layers; token
-//! embeddings + learned positions → pre-norm decoder layers with causal
-//! self-attention and cross-attention; logits through the tied embedding.
+//! Whisper speech recognition: the encoder–decoder network loaded from a
+//! CTranslate2 `WhisperSpec` checkpoint (`model.bin`, as shipped for
+//! faster-whisper) or from a Hugging Face `WhisperForConditionalGeneration`
+//! folder (`config.json` + `model.safetensors`), run in f32 with a KV
+//! cache; decoding as faster-whisper / CTranslate2 do it (greedy, beam
+//! search, sampling with temperature fallback; [`decoding`]); and
+//! long-form transcription in 30 s windows, optionally gated by Silero VAD
+//! ([`transcribe`]).
+//!
+//! Network: log-mel → 2 convolutions (GELU) + learned positions + pre-norm
+//! encoder layers; token embeddings + learned positions → pre-norm decoder
+//! layers with causal self-attention and cross-attention; logits through
+//! the tied embedding (or an untied `proj_out`).
 //!
 //! CTranslate2 names: `encoder/conv{1,2}`, `encoder/position_encodings`,
 //! `encoder/layer_N/{self_attention,ffn}`, `decoder/embeddings`,
 //! `decoder/layer_N/{self_attention,attention,ffn}`; self-attention q, k, v
 //! are stacked in `linear_0`, cross-attention keys and values in `linear_1`.
+//! Hugging Face names: `model.encoder.conv1.weight`,
+//! `model.encoder.layers.N.self_attn.{q,k,v,out}_proj`,
+//! `model.decoder.layers.N.encoder_attn.{q,k,v,out}_proj`, ... (keys have no
+//! bias there; the loader stacks the projections into the same layout).
 
 use std::path::Path;
 
@@ -17,7 +29,22 @@ use crate::error::{Error, Result};
 use crate::nn::{LayerNorm, Linear, gelu_erf, softmax_last_dim};
 use crate::weights::Weights;
 
-fn ln(w: &Weights, p: &str, d: usize) -> Result<LayerNorm> {
+pub mod decoding;
+pub mod transcribe;
+
+pub use decoding::{
+    Attempt, DecodeOptions, FallbackOptions, Generated, SampleRng, WhisperTokens, apply_rules,
+    compression_ratio, generate_with_fallback,
+};
+pub use transcribe::{
+    Segment, SpeechTimestampsMap, TextSegment, TranscribeOptions, Transcript, VadFilter,
+    WhisperTranscriber, WindowResult, split_segments,
+};
+
+/// Greedy decoding settings: the former name of [`DecodeOptions`].
+pub type GreedyOptions = DecodeOptions;
+
+fn ct2_ln(w: &Weights, p: &str, d: usize) -> Result<LayerNorm> {
     // CTranslate2 stores LayerNorm as gamma/beta.
     Ok(LayerNorm {
         weight: w.get(&format!("{p}/gamma"), &[d])?,
@@ -26,7 +53,7 @@ fn ln(w: &Weights, p: &str, d: usize) -> Result<LayerNorm> {
     })
 }
 
-fn lin(w: &Weights, p: &str, i: usize, o: usize) -> Result<Linear> {
+fn ct2_lin(w: &Weights, p: &str, i: usize, o: usize) -> Result<Linear> {
     Ok(Linear {
         weight: w.get(&format!("{p}/weight"), &[o, i])?,
         bias: Some(w.get(&format!("{p}/bias"), &[o])?),
@@ -54,6 +81,23 @@ fn attend(q: &Tensor, k: &Tensor, v: &Tensor, bias: Option<&Tensor>) -> Result<T
     Ok(softmax_last_dim(&s)?.matmul(v)?)
 }
 
+/// Cross-attention of `q` `[B, h, n, hd]` over keys/values `[Bk, h, T, hd]`;
+/// when one encoder output serves several rows (`Bk == 1 < B`: beams,
+/// sampled hypotheses) the rows are folded into the query length, so the
+/// encoder keys are neither copied nor multiplied once per row.
+fn cross_attend(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
+    let (b, h, n, hd) = q.dims4()?;
+    if k.dim(0)? == b {
+        return attend(q, k, v, None);
+    }
+    let folded = q
+        .transpose(0, 1)?
+        .contiguous()?
+        .reshape((1, h, b * n, hd))?;
+    let out = attend(&folded, k, v, None)?;
+    Ok(out.reshape((h, b, n, hd))?.transpose(0, 1)?.contiguous()?)
+}
+
 struct EncLayer {
     attn_ln: LayerNorm,
     qkv: Linear,
@@ -76,7 +120,7 @@ struct DecLayer {
     fc2: Linear,
 }
 
-/// The Whisper model.
+/// The Whisper network (encoder + decoder).
 pub struct WhisperModel {
     d: usize,
     enc_heads: usize,
@@ -88,6 +132,8 @@ pub struct WhisperModel {
     enc_layers: Vec<EncLayer>,
     enc_ln: LayerNorm,
     embed: Tensor,
+    /// Output projection when it is not tied to `embed`.
+    proj: Option<Tensor>,
     dec_pos: Tensor,
     dec_layers: Vec<DecLayer>,
     dec_ln: LayerNorm,
@@ -99,18 +145,159 @@ impl std::fmt::Debug for WhisperModel {
             .field("d_model", &self.d)
             .field("encoder_layers", &self.enc_layers.len())
             .field("decoder_layers", &self.dec_layers.len())
+            .field("vocab_size", &self.vocab_size())
             .finish()
     }
 }
 
-/// Per-decoding-run state: cross-attention keys/values and the self-attention cache.
+/// Per-decoding-run state: cross-attention keys/values (computed once from
+/// the encoder output) and the self-attention KV cache, one row per
+/// hypothesis.
 pub struct DecoderState {
     cross: Vec<(Tensor, Tensor)>,
     cache: Vec<Option<(Tensor, Tensor)>>,
     len: usize,
 }
 
+impl DecoderState {
+    /// Positions fed so far.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether nothing has been fed yet.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Rows (hypotheses) in the self-attention cache (0 before the first step).
+    pub fn rows(&self) -> usize {
+        self.cache
+            .first()
+            .and_then(|c| c.as_ref())
+            .and_then(|(k, _)| k.dim(0).ok())
+            .unwrap_or(0)
+    }
+
+    /// Keeps, for row `i` of the next step, the cache of row `origins[i]`:
+    /// replicates a single row into beams, reorders beams after a search
+    /// step, or drops finished rows. The cross-attention keys stay shared.
+    pub fn reorder(&mut self, origins: &[u32]) -> Result<()> {
+        let rows = self.rows() as u32;
+        if let Some(&bad) = origins.iter().find(|&&o| o >= rows) {
+            return Err(Error::InvalidInput {
+                what: "beam origins".into(),
+                message: format!("row {bad} of a cache with {rows} rows"),
+            });
+        }
+        let dev = self
+            .cross
+            .first()
+            .map(|c| c.0.device().clone())
+            .unwrap_or(Device::Cpu);
+        let idx = Tensor::new(origins, &dev)?;
+        for c in self.cache.iter_mut() {
+            if let Some((k, v)) = c {
+                *c = Some((k.index_select(&idx, 0)?, v.index_select(&idx, 0)?));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Sizes read from a Hugging Face Whisper `config.json` (transformers'
+/// `WhisperConfig`; unknown keys are ignored because such configs carry
+/// many generation and training settings this loader has no use for).
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct HfWhisperConfig {
+    /// Width of the model (default 384).
+    #[serde(default = "default_d_model")]
+    pub d_model: usize,
+    /// Encoder layers (default 4).
+    #[serde(default = "default_layers")]
+    pub encoder_layers: usize,
+    /// Decoder layers (default 4).
+    #[serde(default = "default_layers")]
+    pub decoder_layers: usize,
+    /// Encoder attention heads (default 6).
+    #[serde(default = "default_heads")]
+    pub encoder_attention_heads: usize,
+    /// Decoder attention heads (default 6).
+    #[serde(default = "default_heads")]
+    pub decoder_attention_heads: usize,
+    /// Encoder feed-forward width (default 1536).
+    #[serde(default = "default_ffn")]
+    pub encoder_ffn_dim: usize,
+    /// Decoder feed-forward width (default 1536).
+    #[serde(default = "default_ffn")]
+    pub decoder_ffn_dim: usize,
+    /// Mel bins (default 80).
+    #[serde(default = "default_mels")]
+    pub num_mel_bins: usize,
+    /// Vocabulary size (default 51865).
+    #[serde(default = "default_vocab")]
+    pub vocab_size: usize,
+    /// Encoder positions (default 1500 = 3000 mel frames).
+    #[serde(default = "default_source")]
+    pub max_source_positions: usize,
+    /// Decoder positions (default 448).
+    #[serde(default = "default_target")]
+    pub max_target_positions: usize,
+    /// Activation; only `gelu` (erf) is supported (default `gelu`).
+    #[serde(default = "default_act")]
+    pub activation_function: String,
+    /// Whether `proj_out` is the token embedding (default true).
+    #[serde(default = "default_true")]
+    pub tie_word_embeddings: bool,
+    /// `model_type` (must be `whisper` when present).
+    #[serde(default)]
+    pub model_type: Option<String>,
+}
+
+fn default_d_model() -> usize {
+    384
+}
+fn default_layers() -> usize {
+    4
+}
+fn default_heads() -> usize {
+    6
+}
+fn default_ffn() -> usize {
+    1536
+}
+fn default_mels() -> usize {
+    80
+}
+fn default_vocab() -> usize {
+    51865
+}
+fn default_source() -> usize {
+    1500
+}
+fn default_target() -> usize {
+    448
+}
+fn default_act() -> String {
+    "gelu".into()
+}
+fn default_true() -> bool {
+    true
+}
+
 impl WhisperModel {
+    /// Loads a Whisper checkpoint from a folder in either layout: a
+    /// CTranslate2 folder (`model.bin`) or a Hugging Face folder
+    /// (`config.json` + `model.safetensors`); a file path is read as a
+    /// CTranslate2 `model.bin`.
+    pub fn load(path: &Path) -> Result<Self> {
+        if path.is_dir() && !path.join("model.bin").exists() {
+            Self::from_hf_dir(path)
+        } else {
+            Self::from_pretrained(path)
+        }
+    }
+
     /// Loads a CTranslate2 Whisper folder (`model.bin`) or file, in f32.
     pub fn from_pretrained(path: &Path) -> Result<Self> {
         let file = if path.is_dir() {
@@ -137,6 +324,13 @@ impl WhisperModel {
             name: "encoder/conv1/weight".into(),
             message: "missing".into(),
         })?;
+        if conv1_shape.len() != 3 {
+            return Err(Error::Weight {
+                checkpoint: file.display().to_string(),
+                name: "encoder/conv1/weight".into(),
+                message: format!("shape {conv1_shape:?}, expected [d_model, n_mels, 3]"),
+            });
+        }
         let (d, n_mels) = (conv1_shape[0], conv1_shape[1]);
         let vocab = shape_of("decoder/embeddings/weight")
             .map(|s| s[0])
@@ -150,22 +344,17 @@ impl WhisperModel {
         let dec_pos_len = shape_of("decoder/position_encodings/encodings")
             .map(|s| s[0])
             .unwrap_or(448);
-        if enc_heads == 0 || d % enc_heads != 0 || dec_heads == 0 || d % dec_heads != 0 {
-            return Err(Error::Config {
-                source_name: file.display().to_string(),
-                message: format!("{enc_heads}/{dec_heads} heads do not divide d_model {d}"),
-            });
-        }
+        check_heads(&file.display().to_string(), d, enc_heads, dec_heads)?;
         let enc_layers = (0..count("encoder"))
             .map(|i| {
                 let p = format!("encoder/layer_{i}");
                 Ok(EncLayer {
-                    attn_ln: ln(&w, &format!("{p}/self_attention/layer_norm"), d)?,
-                    qkv: lin(&w, &format!("{p}/self_attention/linear_0"), d, 3 * d)?,
-                    out: lin(&w, &format!("{p}/self_attention/linear_1"), d, d)?,
-                    ffn_ln: ln(&w, &format!("{p}/ffn/layer_norm"), d)?,
-                    fc1: lin(&w, &format!("{p}/ffn/linear_0"), d, ff)?,
-                    fc2: lin(&w, &format!("{p}/ffn/linear_1"), ff, d)?,
+                    attn_ln: ct2_ln(&w, &format!("{p}/self_attention/layer_norm"), d)?,
+                    qkv: ct2_lin(&w, &format!("{p}/self_attention/linear_0"), d, 3 * d)?,
+                    out: ct2_lin(&w, &format!("{p}/self_attention/linear_1"), d, d)?,
+                    ffn_ln: ct2_ln(&w, &format!("{p}/ffn/layer_norm"), d)?,
+                    fc1: ct2_lin(&w, &format!("{p}/ffn/linear_0"), d, ff)?,
+                    fc2: ct2_lin(&w, &format!("{p}/ffn/linear_1"), ff, d)?,
                 })
             })
             .collect::<Result<_>>()?;
@@ -173,16 +362,16 @@ impl WhisperModel {
             .map(|i| {
                 let p = format!("decoder/layer_{i}");
                 Ok(DecLayer {
-                    self_ln: ln(&w, &format!("{p}/self_attention/layer_norm"), d)?,
-                    self_qkv: lin(&w, &format!("{p}/self_attention/linear_0"), d, 3 * d)?,
-                    self_out: lin(&w, &format!("{p}/self_attention/linear_1"), d, d)?,
-                    cross_ln: ln(&w, &format!("{p}/attention/layer_norm"), d)?,
-                    cross_q: lin(&w, &format!("{p}/attention/linear_0"), d, d)?,
-                    cross_kv: lin(&w, &format!("{p}/attention/linear_1"), d, 2 * d)?,
-                    cross_out: lin(&w, &format!("{p}/attention/linear_2"), d, d)?,
-                    ffn_ln: ln(&w, &format!("{p}/ffn/layer_norm"), d)?,
-                    fc1: lin(&w, &format!("{p}/ffn/linear_0"), d, ff)?,
-                    fc2: lin(&w, &format!("{p}/ffn/linear_1"), ff, d)?,
+                    self_ln: ct2_ln(&w, &format!("{p}/self_attention/layer_norm"), d)?,
+                    self_qkv: ct2_lin(&w, &format!("{p}/self_attention/linear_0"), d, 3 * d)?,
+                    self_out: ct2_lin(&w, &format!("{p}/self_attention/linear_1"), d, d)?,
+                    cross_ln: ct2_ln(&w, &format!("{p}/attention/layer_norm"), d)?,
+                    cross_q: ct2_lin(&w, &format!("{p}/attention/linear_0"), d, d)?,
+                    cross_kv: ct2_lin(&w, &format!("{p}/attention/linear_1"), d, 2 * d)?,
+                    cross_out: ct2_lin(&w, &format!("{p}/attention/linear_2"), d, d)?,
+                    ffn_ln: ct2_ln(&w, &format!("{p}/ffn/layer_norm"), d)?,
+                    fc1: ct2_lin(&w, &format!("{p}/ffn/linear_0"), d, ff)?,
+                    fc2: ct2_lin(&w, &format!("{p}/ffn/linear_1"), ff, d)?,
                 })
             })
             .collect::<Result<_>>()?;
@@ -201,12 +390,282 @@ impl WhisperModel {
             ),
             enc_pos: w.get("encoder/position_encodings/encodings", &[enc_pos_len, d])?,
             enc_layers,
-            enc_ln: ln(&w, "encoder/layer_norm", d)?,
+            enc_ln: ct2_ln(&w, "encoder/layer_norm", d)?,
             embed: w.get("decoder/embeddings/weight", &[vocab, d])?,
+            proj: None,
             dec_pos: w.get("decoder/position_encodings/encodings", &[dec_pos_len, d])?,
             dec_layers,
-            dec_ln: ln(&w, "decoder/layer_norm", d)?,
+            dec_ln: ct2_ln(&w, "decoder/layer_norm", d)?,
         })
+    }
+
+    /// Loads a Hugging Face `WhisperForConditionalGeneration` (or
+    /// `WhisperModel`) folder: `config.json` ([`HfWhisperConfig`]) and
+    /// `model.safetensors`, names as transformers writes them
+    /// (`model.encoder.conv1.weight`, `model.decoder.layers.0.encoder_attn.k_proj.weight`, ...;
+    /// a missing `model.` prefix is accepted). `proj_out.weight` is used
+    /// when present and untied, the token embedding otherwise. Errors name
+    /// the missing or mis-shaped tensor and the expected shape.
+    pub fn from_hf_dir(dir: &Path) -> Result<Self> {
+        let cfg: HfWhisperConfig = super::read_config(dir)?;
+        let source = dir.join("config.json").display().to_string();
+        if let Some(t) = &cfg.model_type
+            && t != "whisper"
+        {
+            return Err(Error::Config {
+                source_name: source,
+                message: format!("key `model_type`: `{t}`, expected `whisper`"),
+            });
+        }
+        if cfg.activation_function != "gelu" {
+            return Err(Error::Config {
+                source_name: source,
+                message: format!(
+                    "key `activation_function`: `{}` is not supported (only `gelu`)",
+                    cfg.activation_function
+                ),
+            });
+        }
+        let d = cfg.d_model;
+        check_heads(
+            &source,
+            d,
+            cfg.encoder_attention_heads,
+            cfg.decoder_attention_heads,
+        )?;
+        let w = Weights::load(dir, &Device::Cpu, DType::F32)?.strip_prefix("model.");
+        let lin = |p: &str, i: usize, o: usize| Linear::load(&w, p, i, o);
+        let ln = |p: &str| LayerNorm::load(&w, p, d, 1e-5);
+        let zeros = Tensor::zeros(d, DType::F32, &Device::Cpu)?;
+        // q (bias), k (no bias), v (bias) stacked into one projection.
+        let stacked = |p: &str, names: &[&str]| -> Result<Linear> {
+            let mut ws = Vec::new();
+            let mut bs = Vec::new();
+            for n in names {
+                ws.push(w.get(&format!("{p}.{n}_proj.weight"), &[d, d])?);
+                bs.push(if *n == "k" {
+                    zeros.clone()
+                } else {
+                    w.get(&format!("{p}.{n}_proj.bias"), &[d])?
+                });
+            }
+            Ok(Linear {
+                weight: Tensor::cat(&ws, 0)?,
+                bias: Some(Tensor::cat(&bs, 0)?),
+            })
+        };
+        let enc_layers = (0..cfg.encoder_layers)
+            .map(|i| {
+                let p = format!("encoder.layers.{i}");
+                Ok(EncLayer {
+                    attn_ln: ln(&format!("{p}.self_attn_layer_norm"))?,
+                    qkv: stacked(&format!("{p}.self_attn"), &["q", "k", "v"])?,
+                    out: lin(&format!("{p}.self_attn.out_proj"), d, d)?,
+                    ffn_ln: ln(&format!("{p}.final_layer_norm"))?,
+                    fc1: lin(&format!("{p}.fc1"), d, cfg.encoder_ffn_dim)?,
+                    fc2: lin(&format!("{p}.fc2"), cfg.encoder_ffn_dim, d)?,
+                })
+            })
+            .collect::<Result<_>>()?;
+        let dec_layers = (0..cfg.decoder_layers)
+            .map(|i| {
+                let p = format!("decoder.layers.{i}");
+                Ok(DecLayer {
+                    self_ln: ln(&format!("{p}.self_attn_layer_norm"))?,
+                    self_qkv: stacked(&format!("{p}.self_attn"), &["q", "k", "v"])?,
+                    self_out: lin(&format!("{p}.self_attn.out_proj"), d, d)?,
+                    cross_ln: ln(&format!("{p}.encoder_attn_layer_norm"))?,
+                    cross_q: lin(&format!("{p}.encoder_attn.q_proj"), d, d)?,
+                    cross_kv: stacked(&format!("{p}.encoder_attn"), &["k", "v"])?,
+                    cross_out: lin(&format!("{p}.encoder_attn.out_proj"), d, d)?,
+                    ffn_ln: ln(&format!("{p}.final_layer_norm"))?,
+                    fc1: lin(&format!("{p}.fc1"), d, cfg.decoder_ffn_dim)?,
+                    fc2: lin(&format!("{p}.fc2"), cfg.decoder_ffn_dim, d)?,
+                })
+            })
+            .collect::<Result<_>>()?;
+        let embed = w.get("decoder.embed_tokens.weight", &[cfg.vocab_size, d])?;
+        let proj = if !cfg.tie_word_embeddings && w.contains("proj_out.weight") {
+            Some(w.get("proj_out.weight", &[cfg.vocab_size, d])?)
+        } else {
+            None
+        };
+        let m = cfg.num_mel_bins;
+        Ok(WhisperModel {
+            d,
+            enc_heads: cfg.encoder_attention_heads,
+            dec_heads: cfg.decoder_attention_heads,
+            n_mels: m,
+            conv1: (
+                w.get("encoder.conv1.weight", &[d, m, 3])?,
+                w.get("encoder.conv1.bias", &[d])?,
+            ),
+            conv2: (
+                w.get("encoder.conv2.weight", &[d, d, 3])?,
+                w.get("encoder.conv2.bias", &[d])?,
+            ),
+            enc_pos: w.get(
+                "encoder.embed_positions.weight",
+                &[cfg.max_source_positions, d],
+            )?,
+            enc_layers,
+            enc_ln: ln("encoder.layer_norm")?,
+            embed,
+            proj,
+            dec_pos: w.get(
+                "decoder.embed_positions.weight",
+                &[cfg.max_target_positions, d],
+            )?,
+            dec_layers,
+            dec_ln: ln("decoder.layer_norm")?,
+        })
+    }
+
+    /// Writes the model as a Hugging Face `WhisperForConditionalGeneration`
+    /// folder (`config.json` + `model.safetensors`, f32) that
+    /// [`from_hf_dir`](Self::from_hf_dir) and transformers read: e.g. to
+    /// convert a CTranslate2 checkpoint. Fails if a key projection has a
+    /// bias, which that layout cannot hold.
+    pub fn save_hf(&self, dir: &Path) -> Result<()> {
+        use std::collections::HashMap;
+        let d = self.d;
+        let mut t: HashMap<String, Tensor> = HashMap::new();
+        let mut put = |k: String, v: &Tensor| -> Result<()> {
+            t.insert(k, v.contiguous()?);
+            Ok(())
+        };
+        let split = |l: &Linear,
+                     names: &[&str],
+                     p: &str,
+                     put: &mut dyn FnMut(String, &Tensor) -> Result<()>|
+         -> Result<()> {
+            for (i, n) in names.iter().enumerate() {
+                put(
+                    format!("{p}.{n}_proj.weight"),
+                    &l.weight.narrow(0, i * d, d)?,
+                )?;
+                if let Some(b) = &l.bias {
+                    let b = b.narrow(0, i * d, d)?;
+                    if *n == "k" {
+                        let m = b.abs()?.max(0)?.to_scalar::<f32>()?;
+                        if m != 0.0 {
+                            return Err(Error::InvalidInput {
+                                what: "model".into(),
+                                message: format!(
+                                    "{p}: the key projection has a bias (max |b| {m}); the Hugging Face layout has none"
+                                ),
+                            });
+                        }
+                    } else {
+                        put(format!("{p}.{n}_proj.bias"), &b)?;
+                    }
+                }
+            }
+            Ok(())
+        };
+        let lin = |l: &Linear,
+                   p: &str,
+                   put: &mut dyn FnMut(String, &Tensor) -> Result<()>|
+         -> Result<()> {
+            put(format!("{p}.weight"), &l.weight)?;
+            if let Some(b) = &l.bias {
+                put(format!("{p}.bias"), b)?;
+            }
+            Ok(())
+        };
+        let ln = |l: &LayerNorm,
+                  p: &str,
+                  put: &mut dyn FnMut(String, &Tensor) -> Result<()>|
+         -> Result<()> {
+            put(format!("{p}.weight"), &l.weight)?;
+            put(format!("{p}.bias"), &l.bias)
+        };
+        put("model.encoder.conv1.weight".into(), &self.conv1.0)?;
+        put("model.encoder.conv1.bias".into(), &self.conv1.1)?;
+        put("model.encoder.conv2.weight".into(), &self.conv2.0)?;
+        put("model.encoder.conv2.bias".into(), &self.conv2.1)?;
+        put("model.encoder.embed_positions.weight".into(), &self.enc_pos)?;
+        for (i, l) in self.enc_layers.iter().enumerate() {
+            let p = format!("model.encoder.layers.{i}");
+            ln(&l.attn_ln, &format!("{p}.self_attn_layer_norm"), &mut put)?;
+            split(
+                &l.qkv,
+                &["q", "k", "v"],
+                &format!("{p}.self_attn"),
+                &mut put,
+            )?;
+            lin(&l.out, &format!("{p}.self_attn.out_proj"), &mut put)?;
+            ln(&l.ffn_ln, &format!("{p}.final_layer_norm"), &mut put)?;
+            lin(&l.fc1, &format!("{p}.fc1"), &mut put)?;
+            lin(&l.fc2, &format!("{p}.fc2"), &mut put)?;
+        }
+        ln(&self.enc_ln, "model.encoder.layer_norm", &mut put)?;
+        put("model.decoder.embed_tokens.weight".into(), &self.embed)?;
+        put("model.decoder.embed_positions.weight".into(), &self.dec_pos)?;
+        for (i, l) in self.dec_layers.iter().enumerate() {
+            let p = format!("model.decoder.layers.{i}");
+            ln(&l.self_ln, &format!("{p}.self_attn_layer_norm"), &mut put)?;
+            split(
+                &l.self_qkv,
+                &["q", "k", "v"],
+                &format!("{p}.self_attn"),
+                &mut put,
+            )?;
+            lin(&l.self_out, &format!("{p}.self_attn.out_proj"), &mut put)?;
+            ln(
+                &l.cross_ln,
+                &format!("{p}.encoder_attn_layer_norm"),
+                &mut put,
+            )?;
+            lin(&l.cross_q, &format!("{p}.encoder_attn.q_proj"), &mut put)?;
+            split(
+                &l.cross_kv,
+                &["k", "v"],
+                &format!("{p}.encoder_attn"),
+                &mut put,
+            )?;
+            lin(
+                &l.cross_out,
+                &format!("{p}.encoder_attn.out_proj"),
+                &mut put,
+            )?;
+            ln(&l.ffn_ln, &format!("{p}.final_layer_norm"), &mut put)?;
+            lin(&l.fc1, &format!("{p}.fc1"), &mut put)?;
+            lin(&l.fc2, &format!("{p}.fc2"), &mut put)?;
+        }
+        ln(&self.dec_ln, "model.decoder.layer_norm", &mut put)?;
+        if let Some(p) = &self.proj {
+            put("proj_out.weight".into(), p)?;
+        }
+        let ffn = |l: Option<&Linear>| l.and_then(|l| l.weight.dim(0).ok()).unwrap_or(4 * d);
+        let config = serde_json::json!({
+            "architectures": ["WhisperForConditionalGeneration"],
+            "model_type": "whisper",
+            "d_model": d,
+            "encoder_layers": self.enc_layers.len(),
+            "decoder_layers": self.dec_layers.len(),
+            "encoder_attention_heads": self.enc_heads,
+            "decoder_attention_heads": self.dec_heads,
+            "encoder_ffn_dim": ffn(self.enc_layers.first().map(|l| &l.fc1)),
+            "decoder_ffn_dim": ffn(self.dec_layers.first().map(|l| &l.fc1)),
+            "num_mel_bins": self.n_mels,
+            "vocab_size": self.vocab_size(),
+            "max_source_positions": self.max_source_positions(),
+            "max_target_positions": self.max_target_positions(),
+            "activation_function": "gelu",
+            "scale_embedding": false,
+            "tie_word_embeddings": self.proj.is_none(),
+            "torch_dtype": "float32",
+        });
+        std::fs::create_dir_all(dir).map_err(|e| mosaic_core::Error::io(dir, e))?;
+        let cfg_file = dir.join("config.json");
+        let text = serde_json::to_string_pretty(&config).map_err(|e| Error::Config {
+            source_name: cfg_file.display().to_string(),
+            message: e.to_string(),
+        })?;
+        std::fs::write(&cfg_file, text).map_err(|e| mosaic_core::Error::io(&cfg_file, e))?;
+        candle_core::safetensors::save(&t, dir.join("model.safetensors"))?;
+        Ok(())
     }
 
     /// Mel bins the model takes.
@@ -224,7 +683,13 @@ impl WhisperModel {
         self.dec_pos.dim(0).unwrap_or(0)
     }
 
-    /// Encodes log-mel features `[B, n_mels, 3000]` to `[B, 1500, d]`.
+    /// Encoder positions (mel frames / 2).
+    pub fn max_source_positions(&self) -> usize {
+        self.enc_pos.dim(0).unwrap_or(0)
+    }
+
+    /// Encodes log-mel features `[B, n_mels, frames]` (3000 frames for the
+    /// released models) to `[B, frames / 2, d]`.
     pub fn encode(&self, mel: &Tensor) -> Result<Tensor> {
         let (_, m, _) = mel.dims3().map_err(|_| Error::InvalidInput {
             what: "mel".into(),
@@ -266,7 +731,9 @@ impl WhisperModel {
         self.enc_ln.forward(&x)
     }
 
-    /// Starts a decoding run over `encoder_out` `[B, T_enc, d]`.
+    /// Starts a decoding run over `encoder_out` `[B, T_enc, d]`. With
+    /// `B == 1` the run may later be widened to several hypotheses
+    /// ([`DecoderState::reorder`]); they share the encoder keys.
     pub fn start(&self, encoder_out: &Tensor) -> Result<DecoderState> {
         let cross = self
             .dec_layers
@@ -289,8 +756,33 @@ impl WhisperModel {
     /// Feeds `tokens` `[B, n]` (continuing after what the state has seen)
     /// and returns the logits of the last position `[B, vocab]`.
     pub fn decode(&self, tokens: &Tensor, state: &mut DecoderState) -> Result<Tensor> {
+        let h = self.decode_hidden(tokens, state)?;
+        let n = h.dim(1)?;
+        self.logits(&h.narrow(1, n - 1, 1)?.squeeze(1)?)
+    }
+
+    /// Feeds `tokens` `[B, n]` like [`decode`](Self::decode) and returns the
+    /// logits of every position `[B, n, vocab]` (teacher forcing).
+    pub fn decode_all(&self, tokens: &Tensor, state: &mut DecoderState) -> Result<Tensor> {
+        let h = self.decode_hidden(tokens, state)?;
+        self.logits(&h)
+    }
+
+    fn logits(&self, h: &Tensor) -> Result<Tensor> {
+        let h = self.dec_ln.forward(h)?;
+        let w = self.proj.as_ref().unwrap_or(&self.embed);
+        Ok(h.broadcast_matmul(&w.t()?)?)
+    }
+
+    fn decode_hidden(&self, tokens: &Tensor, state: &mut DecoderState) -> Result<Tensor> {
         let (b, n) = tokens.dims2()?;
         let start = state.len;
+        if n == 0 {
+            return Err(Error::InvalidInput {
+                what: "tokens".into(),
+                message: "no tokens to decode".into(),
+            });
+        }
         if start + n > self.max_target_positions() {
             return Err(Error::InvalidInput {
                 what: "tokens".into(),
@@ -301,7 +793,36 @@ impl WhisperModel {
                 ),
             });
         }
+        let rows = state.rows();
+        if start > 0 && rows != b {
+            return Err(Error::InvalidInput {
+                what: "tokens".into(),
+                message: format!("{b} rows, the decoder cache holds {rows}"),
+            });
+        }
+        let cross_rows = state.cross.first().map(|c| c.0.dim(0)).transpose()?;
+        if let Some(c) = cross_rows
+            && c != b
+            && c != 1
+        {
+            return Err(Error::InvalidInput {
+                what: "tokens".into(),
+                message: format!("{b} rows for an encoder output of batch {c}"),
+            });
+        }
         let ids = tokens.to_dtype(DType::U32)?;
+        let vocab = self.vocab_size() as u32;
+        if let Some(&bad) = ids
+            .flatten_all()?
+            .to_vec1::<u32>()?
+            .iter()
+            .find(|&&t| t >= vocab)
+        {
+            return Err(Error::InvalidInput {
+                what: "tokens".into(),
+                message: format!("id {bad} outside the vocabulary of {vocab}"),
+            });
+        }
         let mut x = self
             .embed
             .index_select(&ids.flatten_all()?, 0)?
@@ -309,16 +830,20 @@ impl WhisperModel {
             .broadcast_add(&self.dec_pos.narrow(0, start, n)?.unsqueeze(0)?)?;
         // Causal within the new tokens; every cached position is visible.
         let total = start + n;
-        let mask: Vec<f32> = (0..n * total)
-            .map(|i| {
-                if i % total > start + i / total {
-                    f32::NEG_INFINITY
-                } else {
-                    0.0
-                }
-            })
-            .collect();
-        let bias = Tensor::from_vec(mask, (1, 1, n, total), x.device())?;
+        let bias = if n > 1 {
+            let mask: Vec<f32> = (0..n * total)
+                .map(|i| {
+                    if i % total > start + i / total {
+                        f32::NEG_INFINITY
+                    } else {
+                        0.0
+                    }
+                })
+                .collect();
+            Some(Tensor::from_vec(mask, (1, 1, n, total), x.device())?)
+        } else {
+            None
+        };
         for (li, l) in self.dec_layers.iter().enumerate() {
             let h = l.self_ln.forward(&x)?;
             let qkv = l.self_qkv.forward(&h)?;
@@ -332,462 +857,27 @@ impl WhisperModel {
             state.cache[li] = Some((k.clone(), v.clone()));
             x = (x + l
                 .self_out
-                .forward(&heads_merge(&attend(&q, &k, &v, Some(&bias))?)?)?)?;
+                .forward(&heads_merge(&attend(&q, &k, &v, bias.as_ref())?)?)?)?;
             let h = l.cross_ln.forward(&x)?;
             let q = heads_split(&l.cross_q.forward(&h)?, self.dec_heads)?;
             let (ck, cv) = &state.cross[li];
             x = (x + l
                 .cross_out
-                .forward(&heads_merge(&attend(&q, ck, cv, None)?)?)?)?;
+                .forward(&heads_merge(&cross_attend(&q, ck, cv)?)?)?)?;
             let h = l.ffn_ln.forward(&x)?;
             x = (&x + l.fc2.forward(&gelu_erf(&l.fc1.forward(&h)?)?)?)?;
         }
         state.len = total;
-        let last = self.dec_ln.forward(&x.narrow(1, n - 1, 1)?.squeeze(1)?)?;
-        Ok(last.matmul(&self.embed.t()?)?)
+        Ok(x)
     }
 }
 
-/// Special token ids of an English-only Whisper vocabulary (tiny.en …).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct WhisperTokens {
-    /// `<|endoftext|>`.
-    pub eot: u32,
-    /// `<|startoftranscript|>`.
-    pub sot: u32,
-    /// `<|notimestamps|>`.
-    pub no_timestamps: u32,
-    /// `<|0.00|>`; timestamps go up by 0.02 s per id.
-    pub timestamp_begin: u32,
-}
-
-impl WhisperTokens {
-    /// The English-only layout (51864 ids).
-    pub const ENGLISH: WhisperTokens = WhisperTokens {
-        eot: 50256,
-        sot: 50257,
-        no_timestamps: 50362,
-        timestamp_begin: 50363,
-    };
-}
-
-/// Greedy decoding settings (faster-whisper's defaults for temperature 0).
-#[derive(Debug, Clone)]
-pub struct GreedyOptions {
-    /// Ids never generated (the model config's `suppress_ids`).
-    pub suppress: Vec<u32>,
-    /// Ids not generated as the first token (`suppress_ids_begin`).
-    pub suppress_begin: Vec<u32>,
-    /// Produce timestamp tokens (with Whisper's timestamp rules).
-    pub timestamps: bool,
-    /// Largest first timestamp, in seconds.
-    pub max_initial_timestamp: f64,
-    /// Most generated tokens.
-    pub max_new_tokens: usize,
-}
-
-impl GreedyOptions {
-    /// Reads `suppress_ids` / `suppress_ids_begin` from the CTranslate2
-    /// folder's `config.json`.
-    pub fn from_config(dir: &Path) -> Result<Self> {
-        let file = dir.join("config.json");
-        let text = std::fs::read_to_string(&file).map_err(|e| mosaic_core::Error::io(&file, e))?;
-        let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| Error::Config {
-            source_name: file.display().to_string(),
-            message: e.to_string(),
-        })?;
-        let ids = |k: &str| -> Vec<u32> {
-            v[k].as_array()
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|x| x.as_u64().map(|n| n as u32))
-                        .collect()
-                })
-                .unwrap_or_default()
-        };
-        Ok(GreedyOptions {
-            suppress: ids("suppress_ids"),
-            suppress_begin: ids("suppress_ids_begin"),
-            timestamps: true,
-            max_initial_timestamp: 1.0,
-            max_new_tokens: 224,
-        })
-    }
-}
-
-impl WhisperModel {
-    /// Greedy decoding of one 30 s window: returns the generated ids (after
-    /// the prompt, without the final end-of-text).
-    pub fn generate_greedy(
-        &self,
-        encoder_out: &Tensor,
-        prompt: &[u32],
-        tokens: WhisperTokens,
-        opts: &GreedyOptions,
-    ) -> Result<Vec<u32>> {
-        Ok(self
-            .generate_greedy_scored(encoder_out, prompt, tokens, opts)?
-            .ids)
-    }
-
-    /// Greedy decoding with the statistics faster-whisper's no-speech filter
-    /// uses.
-    pub fn generate_greedy_scored(
-        &self,
-        encoder_out: &Tensor,
-        prompt: &[u32],
-        tokens: WhisperTokens,
-        opts: &GreedyOptions,
-    ) -> Result<Generated> {
-        let mut state = self.start(encoder_out)?;
-        let mut sum_logprob = 0f64;
-        let mut steps = 0usize;
-        let mut no_speech_prob = 0f64;
-        let vocab = self.vocab_size();
-        let mut seq: Vec<u32> = Vec::new();
-        let mut input = Tensor::new(prompt, encoder_out.device())?.unsqueeze(0)?;
-        let ts = tokens.timestamp_begin as usize;
-        for _ in 0..opts.max_new_tokens {
-            if prompt.len() + seq.len() >= self.max_target_positions() {
-                break;
-            }
-            let mut logits: Vec<f32> = self.decode(&input, &mut state)?.squeeze(0)?.to_vec1()?;
-            let neg = f32::NEG_INFINITY;
-            if seq.is_empty() {
-                // P(<|nocaptions|>) (the id before <|notimestamps|>) from the raw first-step logits.
-                let m = logits.iter().copied().fold(neg, f32::max) as f64;
-                let z: f64 = logits.iter().map(|&v| (v as f64 - m).exp()).sum();
-                no_speech_prob = (logits[tokens.no_timestamps as usize - 1] as f64 - m).exp() / z;
-            }
-            for &s in &opts.suppress {
-                if (s as usize) < vocab {
-                    logits[s as usize] = neg;
-                }
-            }
-            if seq.is_empty() {
-                for &s in &opts.suppress_begin {
-                    if (s as usize) < vocab {
-                        logits[s as usize] = neg;
-                    }
-                }
-            }
-            if opts.timestamps {
-                logits[tokens.no_timestamps as usize] = neg;
-                let last_ts = seq.last().is_some_and(|&t| t >= tokens.timestamp_begin);
-                let penult_ts = seq.len() < 2 || seq[seq.len() - 2] >= tokens.timestamp_begin;
-                if last_ts {
-                    if penult_ts {
-                        logits[ts..].iter_mut().for_each(|l| *l = neg);
-                    } else {
-                        logits[..tokens.eot as usize]
-                            .iter_mut()
-                            .for_each(|l| *l = neg);
-                    }
-                }
-                if let Some(&last) = seq.iter().rev().find(|&&t| t >= tokens.timestamp_begin) {
-                    // Timestamps never decrease (and a closing one moves on).
-                    let floor = if last_ts && !penult_ts {
-                        last
-                    } else {
-                        last + 1
-                    };
-                    logits[ts..(floor as usize).min(vocab)]
-                        .iter_mut()
-                        .for_each(|l| *l = neg);
-                }
-                if seq.is_empty() {
-                    logits[..ts].iter_mut().for_each(|l| *l = neg);
-                    let max_initial = ts + (opts.max_initial_timestamp / 0.02).round() as usize;
-                    if max_initial + 1 < vocab {
-                        logits[max_initial + 1..].iter_mut().for_each(|l| *l = neg);
-                    }
-                }
-                // If the timestamps together are likelier than any text token, emit a timestamp.
-                let max = logits.iter().copied().fold(neg, f32::max);
-                let lse = |s: &[f32]| -> f64 {
-                    let m = s.iter().copied().fold(neg, f32::max) as f64;
-                    if m == f64::NEG_INFINITY {
-                        m
-                    } else {
-                        m + s.iter().map(|&v| (v as f64 - m).exp()).sum::<f64>().ln()
-                    }
-                };
-                let total = lse(&logits);
-                let ts_lp = lse(&logits[ts..]) - total;
-                let text_max = logits[..ts].iter().copied().fold(neg, f32::max) as f64 - total;
-                if ts_lp > text_max {
-                    logits[..ts].iter_mut().for_each(|l| *l = neg);
-                }
-                let _ = max;
-            }
-            let next = logits
-                .iter()
-                .enumerate()
-                .max_by(|a, b| a.1.total_cmp(b.1).then(b.0.cmp(&a.0)))
-                .map(|(i, _)| i as u32)
-                .unwrap_or(tokens.eot);
-            // Log-probability of the choice under the masked distribution.
-            let m = logits.iter().copied().fold(neg, f32::max) as f64;
-            let lse = logits
-                .iter()
-                .map(|&v| (v as f64 - m).exp())
-                .sum::<f64>()
-                .ln()
-                + m;
-            sum_logprob += logits[next as usize] as f64 - lse;
-            steps += 1;
-            if next == tokens.eot {
-                break;
-            }
-            seq.push(next);
-            input = Tensor::new(&[next], encoder_out.device())?.unsqueeze(0)?;
-        }
-        let avg_logprob = if steps > 0 {
-            sum_logprob / steps as f64
-        } else {
-            0.0
-        };
-        Ok(Generated {
-            ids: seq,
-            avg_logprob,
-            no_speech_prob,
-        })
-    }
-}
-
-/// Output of [`WhisperModel::generate_greedy_scored`].
-#[derive(Debug, Clone, PartialEq)]
-pub struct Generated {
-    /// Generated ids (no prompt, no end-of-text).
-    pub ids: Vec<u32>,
-    /// Mean log-probability per step, the end-of-text step included.
-    pub avg_logprob: f64,
-    /// Probability of `<|nocaptions|>` at the first step (raw logits).
-    pub no_speech_prob: f64,
-}
-
-/// A transcribed segment.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Segment {
-    /// Start in seconds.
-    pub start: f64,
-    /// End in seconds.
-    pub end: f64,
-    /// Text token ids.
-    pub tokens: Vec<u32>,
-}
-
-/// Splits generated ids into segments at timestamp pairs, as Whisper does
-/// for one window starting at `offset` seconds lasting `duration`.
-pub fn split_segments(
-    seq: &[u32],
-    tokens: WhisperTokens,
-    offset: f64,
-    duration: f64,
-) -> Vec<Segment> {
-    let is_ts = |t: u32| t >= tokens.timestamp_begin;
-    let time = |t: u32| offset + (t - tokens.timestamp_begin) as f64 * 0.02;
-    let mut out = Vec::new();
-    let consecutive: Vec<usize> = (1..seq.len())
-        .filter(|&i| is_ts(seq[i]) && is_ts(seq[i - 1]))
-        .collect();
-    if !consecutive.is_empty() {
-        let mut last = 0;
-        for &i in &consecutive {
-            let slice = &seq[last..i];
-            if let (Some(&a), Some(&b)) = (slice.first(), slice.last()) {
-                let text: Vec<u32> = slice.iter().copied().filter(|&t| t < tokens.eot).collect();
-                out.push(Segment {
-                    start: time(a),
-                    end: time(b),
-                    tokens: text,
-                });
-            }
-            last = i;
-        }
-        let rest = &seq[last..];
-        if rest.len() > 1 {
-            let text: Vec<u32> = rest.iter().copied().filter(|&t| t < tokens.eot).collect();
-            if !text.is_empty() {
-                let end = rest
-                    .iter()
-                    .rev()
-                    .find(|&&t| is_ts(t))
-                    .map(|&t| time(t))
-                    .filter(|&e| e > time(rest[0]))
-                    .unwrap_or(offset + duration);
-                out.push(Segment {
-                    start: time(rest[0]),
-                    end,
-                    tokens: text,
-                });
-            }
-        }
-    } else {
-        let stamps: Vec<u32> = seq.iter().copied().filter(|&t| is_ts(t)).collect();
-        let end = match stamps.last() {
-            Some(&t) if t != tokens.timestamp_begin => time(t),
-            _ => offset + duration,
-        };
-        let text: Vec<u32> = seq.iter().copied().filter(|&t| t < tokens.eot).collect();
-        out.push(Segment {
-            start: offset,
-            end,
-            tokens: text,
+fn check_heads(source: &str, d: usize, enc: usize, dec: usize) -> Result<()> {
+    if enc == 0 || d % enc != 0 || dec == 0 || d % dec != 0 {
+        return Err(Error::Config {
+            source_name: source.to_string(),
+            message: format!("{enc}/{dec} heads do not divide d_model {d}"),
         });
     }
-    out
-}
-
-/// A ready-to-use speech recogniser: features, model, tokenizer, decoding.
-#[derive(Debug)]
-pub struct WhisperTranscriber {
-    model: WhisperModel,
-    tokenizer: mosaic_data::text::TextTokenizer,
-    features: mosaic_data::audio::WhisperFeatureExtractor,
-    /// Decoding settings.
-    pub options: GreedyOptions,
-    tokens: WhisperTokens,
-}
-
-/// A transcribed segment with its text.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct TextSegment {
-    /// Start in seconds.
-    pub start: f64,
-    /// End in seconds.
-    pub end: f64,
-    /// Text.
-    pub text: String,
-    /// Token ids.
-    pub tokens: Vec<u32>,
-}
-
-impl WhisperTranscriber {
-    /// Loads a CTranslate2 Whisper folder (`model.bin`, `config.json`,
-    /// `tokenizer.json`). Only English-only vocabularies are supported so far.
-    pub fn from_pretrained(dir: &Path) -> Result<Self> {
-        let model = WhisperModel::from_pretrained(dir)?;
-        if model.vocab_size() != 51864 {
-            return Err(Error::Config {
-                source_name: dir.display().to_string(),
-                message: format!(
-                    "vocabulary of {} ids: only English-only Whisper models (51864) are supported so far",
-                    model.vocab_size()
-                ),
-            });
-        }
-        let tokenizer = mosaic_data::text::TextTokenizer::from_file(
-            &dir.join("tokenizer.json"),
-            mosaic_data::text::TextConfig {
-                max_length: None,
-                padding: mosaic_data::text::Padding::None,
-                add_special_tokens: false,
-            },
-        )?;
-        let features = mosaic_data::audio::WhisperFeatureExtractor::new(
-            mosaic_data::audio::WhisperFeatureConfig {
-                n_mels: model.n_mels(),
-                ..Default::default()
-            },
-        )?;
-        Ok(WhisperTranscriber {
-            model,
-            tokenizer,
-            features,
-            options: GreedyOptions::from_config(dir)?,
-            tokens: WhisperTokens::ENGLISH,
-        })
-    }
-
-    /// The model.
-    pub fn model(&self) -> &WhisperModel {
-        &self.model
-    }
-
-    /// Transcribes 16 kHz mono audio of any length the way faster-whisper
-    /// does (greedy, temperature 0): features of the whole recording, 30 s
-    /// windows padded with 0.0, and after each window a seek to the last
-    /// closing timestamp (or past the window when it ended on one timestamp).
-    pub fn transcribe(&self, audio_16k: &[f32]) -> Result<Vec<TextSegment>> {
-        Ok(self
-            .transcribe_windows(audio_16k)?
-            .into_iter()
-            .flat_map(|w| w.1)
-            .collect())
-    }
-
-    /// Like [`transcribe`](Self::transcribe), also returning each window's
-    /// generated ids.
-    pub fn transcribe_windows(
-        &self,
-        audio_16k: &[f32],
-    ) -> Result<Vec<(Vec<u32>, Vec<TextSegment>)>> {
-        const N_FRAMES: usize = 3000;
-        if audio_16k.is_empty() {
-            return Err(Error::InvalidInput {
-                what: "audio".into(),
-                message: "no samples".into(),
-            });
-        }
-        let n_mels = self.model.n_mels();
-        let (feats, frames) = self.features.extract_full(audio_16k)?;
-        let content = frames.saturating_sub(1);
-        let mut out = Vec::new();
-        let mut seek = 0usize; // in frames (10 ms)
-        while seek < content {
-            let size = (content - seek).min(N_FRAMES);
-            let mut window = vec![0f32; n_mels * N_FRAMES];
-            for m in 0..n_mels {
-                window[m * N_FRAMES..m * N_FRAMES + size]
-                    .copy_from_slice(&feats[m * frames + seek..m * frames + seek + size]);
-            }
-            let mel = Tensor::from_vec(window, (1, n_mels, N_FRAMES), &Device::Cpu)?;
-            let enc = self.model.encode(&mel)?;
-            let g = self.model.generate_greedy_scored(
-                &enc,
-                &[self.tokens.sot],
-                self.tokens,
-                &self.options,
-            )?;
-            // faster-whisper's no-speech filter: drop the window, move past it.
-            if g.no_speech_prob > 0.6 && g.avg_logprob <= -1.0 {
-                seek += size;
-                continue;
-            }
-            let ids = g.ids;
-            let offset = seek as f64 * 0.01;
-            let duration = size as f64 * 0.01;
-            let mut segs = Vec::new();
-            for s in split_segments(&ids, self.tokens, offset, duration) {
-                let text = self.tokenizer.decode(&s.tokens, true)?;
-                if !text.trim().is_empty() {
-                    segs.push(TextSegment {
-                        start: s.start,
-                        end: s.end,
-                        text,
-                        tokens: s.tokens,
-                    });
-                }
-            }
-            let ts = self.tokens.timestamp_begin;
-            let n = ids.len();
-            let single_ending = n >= 2 && ids[n - 2] < ts && ids[n - 1] >= ts;
-            let has_pairs = (1..n).any(|i| ids[i] >= ts && ids[i - 1] >= ts);
-            let advance = if has_pairs && !single_ending {
-                // Resume from the last timestamp that closed a segment (2 frames per 0.02 s).
-                let last = (1..n)
-                    .rev()
-                    .find(|&i| ids[i] >= ts && ids[i - 1] >= ts)
-                    .map(|i| ids[i - 1])
-                    .unwrap_or(ts);
-                ((last - ts) as usize * 2).max(1)
-            } else {
-                size
-            };
-            seek += advance.min(size.max(1));
-            out.push((ids, segs));
-        }
-        Ok(out)
-    }
+    Ok(())
 }
