@@ -4,6 +4,7 @@
 mod classify;
 mod data;
 mod embed;
+mod model;
 mod transcribe;
 mod zeroshot;
 
@@ -48,6 +49,11 @@ enum Command {
     Transcribe(transcribe::TranscribeArgs),
     /// Sentence embeddings from a sentence-transformers model (e.g. minilm-l6-v2).
     Embed(embed::EmbedArgs),
+    /// Architectures from configs: describe (module tree, parameters, FLOPs).
+    Model {
+        #[command(subcommand)]
+        command: model::ModelCommand,
+    },
     /// Data sets: validate, stats, convert (JSONL ↔ shards), import.
     Data {
         #[command(subcommand)]
@@ -314,6 +320,7 @@ fn run(cli: Cli) -> Result<()> {
     };
     match cli.command {
         Command::Data { command } => data::run(command, &open_store)?,
+        Command::Model { command } => model::run(command)?,
         Command::Embed(args) => embed::run(args, &open_store()?)?,
         Command::Classify(args) => classify::run(args, &open_store()?)?,
         Command::ZeroShot(args) => zeroshot::run(args, &open_store()?)?,

@@ -32,16 +32,29 @@ pub enum Error {
         /// Why.
         message: String,
     },
-    /// An error from the data layer (tokenizers, preprocessing).
+    /// An error from the data layer (tokenizers, preprocessing); boxed to
+    /// keep `Result` small.
     #[error(transparent)]
-    Data(#[from] mosaic_data::Error),
+    Data(Box<mosaic_data::Error>),
     /// An error from `mosaic-core` (weights, tensors, assets).
     #[error(transparent)]
-    Core(#[from] mosaic_core::Error),
+    Core(Box<mosaic_core::Error>),
+}
+
+impl From<mosaic_data::Error> for Error {
+    fn from(e: mosaic_data::Error) -> Self {
+        Error::Data(Box::new(e))
+    }
+}
+
+impl From<mosaic_core::Error> for Error {
+    fn from(e: mosaic_core::Error) -> Self {
+        Error::Core(Box::new(e))
+    }
 }
 
 impl From<candle_core::Error> for Error {
     fn from(e: candle_core::Error) -> Self {
-        Error::Core(mosaic_core::Error::tensor("tensor operation", e))
+        Error::Core(Box::new(mosaic_core::Error::tensor("tensor operation", e)))
     }
 }

@@ -22,19 +22,37 @@ pub enum Error {
         /// Why.
         message: String,
     },
-    /// From the model layer.
+    /// From the model layer (boxed: keeps `Result` small).
     #[error(transparent)]
-    Models(#[from] mosaic_models::Error),
+    Models(Box<mosaic_models::Error>),
     /// From the data layer.
     #[error(transparent)]
-    Data(#[from] mosaic_data::Error),
+    Data(Box<mosaic_data::Error>),
     /// From `mosaic-core`.
     #[error(transparent)]
-    Core(#[from] mosaic_core::Error),
+    Core(Box<mosaic_core::Error>),
+}
+
+impl From<mosaic_models::Error> for Error {
+    fn from(e: mosaic_models::Error) -> Self {
+        Error::Models(Box::new(e))
+    }
+}
+
+impl From<mosaic_data::Error> for Error {
+    fn from(e: mosaic_data::Error) -> Self {
+        Error::Data(Box::new(e))
+    }
+}
+
+impl From<mosaic_core::Error> for Error {
+    fn from(e: mosaic_core::Error) -> Self {
+        Error::Core(Box::new(e))
+    }
 }
 
 impl From<candle_core::Error> for Error {
     fn from(e: candle_core::Error) -> Self {
-        Error::Core(mosaic_core::Error::tensor("tensor operation", e))
+        Error::Core(Box::new(mosaic_core::Error::tensor("tensor operation", e)))
     }
 }

@@ -62,7 +62,7 @@ fn sample_value(m: Modality, e: &EncoderConfig, i: u64) -> ModalityValue {
         } => noise(i, &[*channels, *image_size, *image_size]),
         EncoderConfig::Audio {
             n_mels, max_frames, ..
-        } => noise(i, &[*n_mels, *max_frames]),
+        } => noise(i, &[*max_frames, *n_mels]),
         EncoderConfig::Video {
             frames,
             channels,
@@ -91,7 +91,7 @@ fn data_batch(cfg: &ArchConfig) -> DataBatch {
         classes: Some(LABELS.iter().map(|s| s.to_string()).collect()),
         ..Default::default()
     };
-    let needs_text = cfg.heads.values().any(|h| matches!(h, HeadConfig::Lm));
+    let needs_text = cfg.heads.values().any(|h| matches!(h, HeadConfig::Lm {}));
     let samples: Vec<Sample> = (0..LABELS.len() as u64)
         .map(|i| {
             let mut s = Sample::new(format!("s{i}"));
@@ -125,7 +125,7 @@ fn objective(cfg: &ArchConfig, out: &ModelOutput, db: &DataBatch) -> Tensor {
             HeadConfig::Contrastive { .. } => loss::clip_loss(logits).unwrap(),
             HeadConfig::Classifier { .. } => loss::cross_entropy(logits, classes, 0.0).unwrap(),
             // Match labels: alternate samples marked as matching.
-            HeadConfig::Itm => {
+            HeadConfig::Itm {} => {
                 let y = Tensor::new(
                     (0..LABELS.len() as u32).map(|i| i % 2).collect::<Vec<_>>(),
                     &Device::Cpu,
@@ -134,7 +134,7 @@ fn objective(cfg: &ArchConfig, out: &ModelOutput, db: &DataBatch) -> Tensor {
                 loss::cross_entropy(logits, &y, 0.0).unwrap()
             }
             // Next-token prediction over the caption (position t predicts t+1).
-            HeadConfig::Lm => {
+            HeadConfig::Lm {} => {
                 let text = &db.batch.modalities[&Modality::Text];
                 let t = text.values.dim(1).unwrap();
                 let pred = logits.narrow(1, 0, t - 1).unwrap();

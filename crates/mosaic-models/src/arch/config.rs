@@ -103,7 +103,7 @@ pub enum EncoderConfig {
         /// Token width.
         dim: usize,
     },
-    /// Log-mel spectrogram `[B, n_mels, T]`: two 1-D convolutions (the
+    /// Log-mel spectrogram `[B, T, n_mels]`: two 1-D convolutions (the
     /// second with stride 2, GELU), learned positions, transformer.
     Audio {
         /// Mel bins.
@@ -251,7 +251,7 @@ pub enum FusionConfig {
     },
     /// Independent towers; their pooled features are projected to `dim`
     /// and joined by similarity (contrastive head) or a small head.
-    Late,
+    Late {},
     /// `query` tokens attend to `context` tokens (ALBEF/BLIP-style).
     CrossAttention {
         /// The attending modality.
@@ -281,7 +281,7 @@ pub enum FusionConfig {
     },
     /// Learned per-sample modality weights (softmax over the modalities a
     /// sample has) on the pooled features.
-    Gated,
+    Gated {},
     /// Features of `prefix` modalities projected to a prefix of a causal
     /// decoder (LLaVA-style).
     Generative {
@@ -309,11 +309,11 @@ impl FusionConfig {
     pub fn kind(&self) -> &'static str {
         match self {
             FusionConfig::Early { .. } => "early",
-            FusionConfig::Late => "late",
+            FusionConfig::Late {} => "late",
             FusionConfig::CrossAttention { .. } => "cross_attention",
             FusionConfig::SingleStream { .. } => "single_stream",
             FusionConfig::MultiStream { .. } => "multi_stream",
-            FusionConfig::Gated => "gated",
+            FusionConfig::Gated {} => "gated",
             FusionConfig::Generative { .. } => "generative",
         }
     }
@@ -340,9 +340,9 @@ pub enum HeadConfig {
         classes: usize,
     },
     /// Match / no-match logits from the fused vector.
-    Itm,
+    Itm {},
     /// The generative fusion's language-model head (next-token logits).
-    Lm,
+    Lm {},
 }
 
 fn temp() -> f64 {
@@ -355,8 +355,8 @@ impl HeadConfig {
         match self {
             HeadConfig::Contrastive { .. } => "contrastive",
             HeadConfig::Classifier { .. } => "classifier",
-            HeadConfig::Itm => "itm",
-            HeadConfig::Lm => "lm",
+            HeadConfig::Itm {} => "itm",
+            HeadConfig::Lm {} => "lm",
         }
     }
 }
@@ -388,19 +388,10 @@ fn cfg_err(key: &str, message: impl Into<String>) -> Error {
 }
 
 impl ArchConfig {
-    /// Reads a TOML or JSON file (by extension; JSON for `config.json`).
+    /// Reads a `.toml` or `.json` file (by extension) and validates it.
     pub fn from_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| mosaic_core::Error::io(path, e))?;
-        let parsed: std::result::Result<ArchConfig, String> =
-            if path.extension().is_some_and(|e| e == "json") {
-                serde_json::from_str(&text).map_err(|e| e.to_string())
-            } else {
-                toml::from_str(&text).map_err(|e| e.to_string())
-            };
-        let cfg = parsed.map_err(|e| Error::Config {
-            source_name: path.display().to_string(),
-            message: e,
-        })?;
+        // Key-path errors (`encoders.image.kind: unknown variant ...`).
+        let cfg: ArchConfig = mosaic_core::config::load_config(path)?;
         cfg.validate().map_err(|e| match e {
             Error::Config { message, .. } => Error::Config {
                 source_name: path.display().to_string(),
@@ -545,7 +536,7 @@ impl ArchConfig {
                     ));
                 }
             }
-            FusionConfig::Late | FusionConfig::Gated => {}
+            FusionConfig::Late {} | FusionConfig::Gated {} => {}
             FusionConfig::CrossAttention {
                 query,
                 context,
@@ -682,7 +673,7 @@ impl ArchConfig {
                         ));
                     }
                 }
-                HeadConfig::Itm => {
+                HeadConfig::Itm {} => {
                     if !matches!(
                         self.fusion,
                         FusionConfig::CrossAttention { .. } | FusionConfig::SingleStream { .. }
@@ -693,7 +684,7 @@ impl ArchConfig {
                         ));
                     }
                 }
-                HeadConfig::Lm => {
+                HeadConfig::Lm {} => {
                     if !matches!(self.fusion, FusionConfig::Generative { .. }) {
                         return Err(cfg_err(
                             &format!("{key}.kind"),

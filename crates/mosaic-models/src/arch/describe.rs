@@ -175,7 +175,7 @@ pub fn fusion_cost(cfg: &ArchConfig) -> u64 {
             let input: usize = cfg.encoders.values().map(|e| e.dim()).sum();
             2 * (input * hidden + (layers - 1) * hidden * hidden + hidden * d) as u64
         }
-        FusionConfig::Late => cfg
+        FusionConfig::Late {} => cfg
             .encoders
             .values()
             .map(|e| 2 * (e.dim() * d) as u64)
@@ -193,7 +193,7 @@ pub fn fusion_cost(cfg: &ArchConfig) -> u64 {
             let t: usize = tokens.values().sum::<usize>() + 1;
             proj_all + *layers as u64 * block(t, t, d, 4, None)
         }
-        FusionConfig::Gated => {
+        FusionConfig::Gated {} => {
             let m = cfg.encoders.len();
             cfg.encoders
                 .values()
@@ -234,8 +234,8 @@ fn head_cost(cfg: &ArchConfig, h: &HeadConfig) -> u64 {
             .map(|m| 2 * (cfg.encoders[m].dim().max(cfg.dim) * dim) as u64)
             .sum(),
         HeadConfig::Classifier { classes } => 2 * (cfg.dim * classes) as u64,
-        HeadConfig::Itm => 2 * (cfg.dim * 2) as u64,
-        HeadConfig::Lm => 0,
+        HeadConfig::Itm {} => 2 * (cfg.dim * 2) as u64,
+        HeadConfig::Lm {} => 0,
     }
 }
 

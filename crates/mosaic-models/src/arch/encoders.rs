@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 use crate::nn::attention::patchify;
 use crate::nn::blocks::{BlockSpec, Embedding, Transformer, key_bias, layer_norm};
 use crate::nn::params::{Dense, Init, ParamStore};
-use crate::nn::{Activation, LayerNorm, MultiHeadAttention, TransformerBlock};
+use crate::nn::{Activation, LayerNorm, MultiHeadAttention, TransformerBlock, conv1d};
 
 /// Mean over positions with mask 1: `[B, T, D]`, `[B, T]` → `[B, D]`.
 pub fn masked_mean(x: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
@@ -523,24 +523,26 @@ impl Encoder for AudioEncoder {
     fn pooled_dim(&self) -> usize {
         self.dim
     }
-    /// Input `[B, n_mels, T]` with an optional `[B, T]` frame mask; tokens
-    /// are every second frame (the mask is subsampled alike).
+    /// Input `[B, T, n_mels]` (frame-major, as the collator pads) with an
+    /// optional `[B, T]` frame mask; tokens are every second frame (the
+    /// mask is subsampled alike).
     fn encode(&self, batch: &ModalityBatch) -> Result<Features> {
         let x = float_input(
             batch,
             Modality::Audio,
             3,
-            "[B, n_mels, T] float log-mel",
+            "[B, T, n_mels] float log-mel",
             self.pos.dtype(),
         )?;
-        let (_, m, t) = x.dims3()?;
+        let (_, t, m) = x.dims3()?;
         if m != self.n_mels || t > self.max_frames || t == 0 {
             return Err(input_err(
                 Modality::Audio,
-                &format!("[B, {}, 1..={}]", self.n_mels, self.max_frames),
+                &format!("[B, 1..={}, {}]", self.max_frames, self.n_mels),
                 &x,
             ));
         }
+        let x = x.transpose(1, 2)?;
         // Padded frames are zeroed first so they cannot leak into real
         // frames through the convolutions' receptive field.
         let x = match &batch.mask {
@@ -548,18 +550,12 @@ impl Encoder for AudioEncoder {
             None => x,
         };
         let act = Activation::Gelu;
-        let y = act.forward(
-            &x.conv1d(&self.conv1.0, 1, 1, 1, 1)?
-                .broadcast_add(&self.conv1.1.reshape((1, (), 1))?)?,
-        )?;
+        let y = act.forward(&conv1d(&x, &self.conv1.0, Some(&self.conv1.1), 1, 1)?)?;
         let y = match &batch.mask {
             Some(mk) => y.broadcast_mul(&mk.to_dtype(y.dtype())?.unsqueeze(1)?)?,
             None => y,
         };
-        let y = act.forward(
-            &y.conv1d(&self.conv2.0, 1, 2, 1, 1)?
-                .broadcast_add(&self.conv2.1.reshape((1, (), 1))?)?,
-        )?;
+        let y = act.forward(&conv1d(&y, &self.conv2.0, Some(&self.conv2.1), 1, 2)?)?;
         let y = y.transpose(1, 2)?;
         let n = y.dim(1)?;
         let y = y.broadcast_add(&self.pos.narrow(0, 0, n)?.unsqueeze(0)?)?;
@@ -1075,11 +1071,14 @@ impl Encoder for SensorEncoder {
             Some(m) => x.broadcast_mul(&m.to_dtype(x.dtype())?.unsqueeze(2)?)?,
             None => x,
         };
-        let y = x
-            .transpose(1, 2)?
-            .conv1d(&self.conv.0, self.kernel / 2, 1, 1, 1)?
-            .broadcast_add(&self.conv.1.reshape((1, (), 1))?)?
-            .transpose(1, 2)?;
+        let y = conv1d(
+            &x.transpose(1, 2)?.contiguous()?,
+            &self.conv.0,
+            Some(&self.conv.1),
+            self.kernel / 2,
+            1,
+        )?
+        .transpose(1, 2)?;
         let y = Activation::Gelu.forward(&y)?;
         let y = y.broadcast_add(&sinusoidal(t, self.dim, y.dtype(), y.device())?.unsqueeze(0)?)?;
         let bias = mask.as_ref().map(|m| key_bias(m, y.dtype())).transpose()?;

@@ -103,7 +103,7 @@ impl Fusion {
                 ls.push(p.linear(&format!("mlp.{layers}"), cin, d, true)?);
                 Fusion::Early { layers: ls }
             }
-            FusionConfig::Late => Fusion::Late {
+            FusionConfig::Late {} => Fusion::Late {
                 proj: projections(&p)?,
             },
             FusionConfig::CrossAttention {
@@ -131,7 +131,7 @@ impl Fusion {
                 types: p.get("types", &[cfg.encoders.len(), d], Init::Normal(0.02))?,
                 body: Transformer::new(&p, "body", *layers, BlockSpec::new(d, *heads))?,
             },
-            FusionConfig::Gated => Fusion::Gated {
+            FusionConfig::Gated {} => Fusion::Gated {
                 proj: projections(&p)?,
                 gate: p.linear("gate", d * cfg.encoders.len(), cfg.encoders.len(), true)?,
             },
@@ -500,6 +500,29 @@ impl GenerativeDecoder {
             logits = self.step(&self.embed_at(&ids, len)?, &mut caches, len)?;
         }
         Ok(out)
+    }
+
+    /// Largest absolute difference between the logits of `tokens` (after
+    /// the prefix) computed one token at a time through the KV cache and in
+    /// one full pass.
+    pub fn max_cache_logit_diff(&self, prefix: &Tensor, tokens: &[u32]) -> Result<f64> {
+        let full = self.recompute_logits(prefix, tokens)?;
+        let p = prefix.dim(1)?;
+        let mut caches = Vec::new();
+        let x = prefix.broadcast_add(&self.pos.narrow(0, 0, p)?.unsqueeze(0)?)?;
+        self.step(&x, &mut caches, 0)?;
+        let mut worst = 0f64;
+        for (i, &t) in tokens.iter().enumerate() {
+            let ids = Tensor::new(&[[t]], prefix.device())?;
+            let l = self.step(&self.embed_at(&ids, p + i)?, &mut caches, p + i)?;
+            let d = (l.squeeze(0)?.squeeze(0)? - full.get(0)?.get(i)?)?
+                .abs()?
+                .max_all()?
+                .to_dtype(DType::F64)?
+                .to_scalar::<f64>()?;
+            worst = worst.max(d);
+        }
+        Ok(worst)
     }
 
     /// Full recomputation of the logits for every step (the reference the

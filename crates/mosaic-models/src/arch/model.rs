@@ -116,8 +116,8 @@ impl MultimodalModel {
                 HeadConfig::Classifier { classes } => {
                     Head::Classifier(s.linear("fc", config.dim, *classes, true)?)
                 }
-                HeadConfig::Itm => Head::Itm(s.linear("fc", config.dim, 2, true)?),
-                HeadConfig::Lm => Head::Lm,
+                HeadConfig::Itm {} => Head::Itm(s.linear("fc", config.dim, 2, true)?),
+                HeadConfig::Lm {} => Head::Lm,
             };
             heads.insert(name.clone(), head);
         }

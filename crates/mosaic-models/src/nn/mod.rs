@@ -14,6 +14,6 @@ pub use blocks::{
     TransformerBlock,
 };
 pub use ops::{
-    Activation, LayerNorm, Linear, fold_batch_norm, gelu_erf, gelu_tanh, softmax_last_dim,
+    Activation, LayerNorm, Linear, conv1d, fold_batch_norm, gelu_erf, gelu_tanh, softmax_last_dim,
 };
 pub use params::{Dense, Init, LoraSpec, ParamStore};

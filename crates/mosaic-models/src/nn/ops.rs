@@ -89,6 +89,57 @@ pub fn fold_batch_norm(
     ))
 }
 
+/// 1-D convolution `[B, C, T]` * `[O, C, K]` → `[B, O, T']` (zero
+/// `padding` on both ends, `stride`), computed as a height-1 2-D
+/// convolution: candle 0.11's `conv1d` returns wrong kernel gradients
+/// (found by this crate's finite-difference checks), its `conv2d` is right.
+pub fn conv1d(
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    padding: usize,
+    stride: usize,
+) -> Result<Tensor> {
+    let (b, c, t) = x.dims3()?;
+    let (o, wc, k) = w.dims3()?;
+    if wc != c {
+        return Err(Error::InvalidInput {
+            what: "conv1d".into(),
+            message: format!("input has {c} channels, the kernel expects {wc}"),
+        });
+    }
+    let x = x.reshape((b, c, 1, t))?;
+    let x = if padding > 0 {
+        x.pad_with_zeros(3, padding, padding)?
+    } else {
+        x
+    };
+    let padded = t + 2 * padding;
+    if padded < k || stride == 0 {
+        return Err(Error::InvalidInput {
+            what: "conv1d".into(),
+            message: format!(
+                "length {t} (+{padding} padding each side) is shorter than the kernel {k}, or stride is 0"
+            ),
+        });
+    }
+    // Drop trailing columns no output reads: candle's conv backward returns
+    // a gradient only as wide as the columns used.
+    let used = (padded - k) / stride * stride + k;
+    let x = if used < padded {
+        x.narrow(3, 0, used)?
+    } else {
+        x
+    };
+    let y = x
+        .conv2d(&w.reshape((o, c, 1, k))?, 0, stride, 1, 1)?
+        .squeeze(2)?;
+    Ok(match bias {
+        Some(bias) => y.broadcast_add(&bias.reshape((1, o, 1))?)?,
+        None => y,
+    })
+}
+
 /// Softmax over the last dimension, from primitive ops (max-subtracted).
 pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
     let max = x.max_keepdim(D::Minus1)?.detach();
