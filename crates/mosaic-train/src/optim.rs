@@ -20,6 +20,27 @@ pub trait Optimizer {
     fn learning_rate(&self) -> f64;
     /// Sets the learning rate (schedules).
     fn set_learning_rate(&mut self, lr: f64);
+    /// The optimiser's state (moments, step count) as named tensors, so a
+    /// checkpoint can resume bit-exactly. Stateless optimisers return none.
+    fn state(&self) -> Result<BTreeMap<String, Tensor>> {
+        Ok(BTreeMap::new())
+    }
+    /// Restores what [`Optimizer::state`] returned.
+    fn load_state(&mut self, state: &BTreeMap<String, Tensor>) -> Result<()> {
+        let _ = state;
+        Ok(())
+    }
+}
+
+/// `name` in a state map, or an error naming it.
+pub(crate) fn state_entry<'a>(
+    state: &'a BTreeMap<String, Tensor>,
+    name: &str,
+) -> Result<&'a Tensor> {
+    state.get(name).ok_or_else(|| crate::Error::InvalidInput {
+        what: "optimizer state".into(),
+        message: format!("`{name}` is missing from the checkpoint"),
+    })
 }
 
 struct Slot {
@@ -105,5 +126,40 @@ impl Optimizer for AdamW {
     }
     fn set_learning_rate(&mut self, lr: f64) {
         self.lr = lr;
+    }
+    fn state(&self) -> Result<BTreeMap<String, Tensor>> {
+        let dev = candle_core::Device::Cpu;
+        let mut out = BTreeMap::new();
+        out.insert("step".into(), Tensor::new(&[self.t as f64], &dev)?);
+        for (name, s) in &self.slots {
+            out.insert(format!("m.{name}"), Tensor::new(s.m.as_slice(), &dev)?);
+            out.insert(format!("v.{name}"), Tensor::new(s.v.as_slice(), &dev)?);
+        }
+        Ok(out)
+    }
+    fn load_state(&mut self, state: &BTreeMap<String, Tensor>) -> Result<()> {
+        let t = state_entry(state, "step")?.to_vec1::<f64>()?;
+        let mut slots = Vec::with_capacity(self.slots.len());
+        for (name, s) in &self.slots {
+            let m: Vec<f64> = state_entry(state, &format!("m.{name}"))?.to_vec1()?;
+            let v: Vec<f64> = state_entry(state, &format!("v.{name}"))?.to_vec1()?;
+            if m.len() != s.m.len() || v.len() != s.v.len() {
+                return Err(crate::Error::InvalidInput {
+                    what: "optimizer state".into(),
+                    message: format!(
+                        "`{name}` has {} values, the parameter {}",
+                        m.len(),
+                        s.m.len()
+                    ),
+                });
+            }
+            slots.push((m, v));
+        }
+        for ((_, s), (m, v)) in self.slots.iter_mut().zip(slots) {
+            s.m = m;
+            s.v = v;
+        }
+        self.t = t.first().copied().unwrap_or(0.0) as u64;
+        Ok(())
     }
 }
