@@ -26,7 +26,13 @@
 //! ```
 
 pub mod error;
+pub mod gradcache;
 pub mod loss;
 pub mod optim;
+pub mod schedule;
+pub mod strategy;
 
 pub use error::{Error, Result};
+pub use gradcache::{GradCacheOutput, contrastive_grad_cache, grad_cache};
+pub use optim::{AdamW, Lion, Optimizer, ParamGroup, ParamGroupBuilder, Sgd};
+pub use schedule::{Schedule, ScheduleKind};
