@@ -31,10 +31,12 @@ fi
     -r "$here/requirements-models.txt"
 
 # The only unmet requirements allowed are the two torch deps we skip on purpose
-# and faster-whisper's onnxruntime (only needed for its VAD, never used here).
+# and faster-whisper's onnxruntime (only needed for its VAD, never used here),
+# and rapidocr's opencv-python (opencv-python-headless provides the same cv2).
 unmet="$("$venv/bin/python" -m pip check --disable-pip-version-check 2>&1 \
     | grep -v -E '^torch [^ ]+ requires (triton|nvidia-nvtx-cu12), which is not installed\.$' \
     | grep -v -E '^faster-whisper [^ ]+ requires onnxruntime, which is not installed\.$' \
+    | grep -v -E '^rapidocr-onnxruntime [^ ]+ requires opencv-python, which is not installed\.$' \
     | grep -v -E '^No broken requirements found\.$' || true)"
 if [[ -n "$unmet" ]]; then
     echo "pip check found unmet requirements:" >&2
