@@ -30,6 +30,11 @@ impl Ewc {
     /// and the squared gradients are averaged, `Fᵢ = mean_b (∂L_b/∂θᵢ)²`.
     /// A parameter the loss does not reach gets a zero Fisher. Parameter
     /// values are not changed.
+    ///
+    /// Use small batches (a few samples, or one): the gradient of a large
+    /// batch's mean loss vanishes at the optimum of the old task, and so
+    /// would the estimate. With a classifier, the loss of labels sampled
+    /// from the model's own softmax gives the true (not empirical) Fisher.
     pub fn estimate_fisher(
         vars: &BTreeMap<String, Var>,
         batches: usize,
