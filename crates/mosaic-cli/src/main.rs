@@ -5,6 +5,8 @@ mod classify;
 mod data;
 mod embed;
 mod model;
+mod quickstart;
+mod train;
 mod transcribe;
 mod zeroshot;
 
@@ -49,6 +51,11 @@ enum Command {
     Transcribe(transcribe::TranscribeArgs),
     /// Sentence embeddings from a sentence-transformers model (e.g. minilm-l6-v2).
     Embed(embed::EmbedArgs),
+    /// From a fresh machine: fetch Fashion-MNIST, train image–text (and
+    /// speech) models, evaluate, write a report.
+    Quickstart(quickstart::QuickstartArgs),
+    /// Train a model from a training config (configs/train/*.toml).
+    Train(train::TrainArgs),
     /// Architectures from configs: describe (module tree, parameters, FLOPs).
     Model {
         #[command(subcommand)]
@@ -321,6 +328,8 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Data { command } => data::run(command, &open_store)?,
         Command::Model { command } => model::run(command)?,
+        Command::Quickstart(args) => quickstart::run_cli(args, &open_store()?)?,
+        Command::Train(args) => train::run_cli(args, &open_store()?)?,
         Command::Embed(args) => embed::run(args, &open_store()?)?,
         Command::Classify(args) => classify::run(args, &open_store()?)?,
         Command::ZeroShot(args) => zeroshot::run(args, &open_store()?)?,

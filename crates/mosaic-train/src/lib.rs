@@ -25,12 +25,16 @@
 //! # }
 //! ```
 
+pub mod config;
 pub mod error;
 pub mod gradcache;
 pub mod loss;
 pub mod optim;
+pub mod plot;
+pub mod quickstart;
 pub mod schedule;
 pub mod strategy;
+pub mod trainer;
 
 pub use error::{Error, Result};
 pub use gradcache::{GradCacheOutput, contrastive_grad_cache, grad_cache};

@@ -242,6 +242,53 @@ impl MultimodalModel {
         })
     }
 
+    /// The normalised joint-space embedding of one modality of a
+    /// contrastive head, computed from the batch's `modality` alone (the
+    /// other side need not be present): for retrieval and zero-shot.
+    pub fn embed(&self, batch: &Batch, head: &str, modality: Modality) -> Result<Tensor> {
+        let Some(Head::Contrastive {
+            modalities, proj, ..
+        }) = self.heads.get(head)
+        else {
+            return Err(Error::InvalidInput {
+                what: format!("head `{head}`"),
+                message: "no contrastive head of that name".into(),
+            });
+        };
+        let side = modalities
+            .iter()
+            .position(|m| *m == modality)
+            .ok_or_else(|| Error::InvalidInput {
+                what: format!("head `{head}`"),
+                message: format!(
+                    "it joins {} and {}, not {modality}",
+                    modalities[0], modalities[1]
+                ),
+            })?;
+        let mb = batch
+            .modalities
+            .get(&modality)
+            .ok_or_else(|| Error::InvalidInput {
+                what: "batch".into(),
+                message: format!("modality `{modality}` is missing"),
+            })?;
+        let enc = self
+            .encoders
+            .get(&modality)
+            .ok_or_else(|| Error::InvalidInput {
+                what: "model".into(),
+                message: format!("no encoder for `{modality}`"),
+            })?;
+        let f = enc.encode(mb)?;
+        let v = match &self.fusion {
+            Fusion::Late { proj: p } | Fusion::Gated { proj: p, .. } => {
+                p[&modality].forward(&f.pooled)?
+            }
+            _ => f.pooled,
+        };
+        l2_normalize(&proj[side].forward(&v)?)
+    }
+
     /// Writes `config.json` and `model.safetensors` into `dir` (each via a
     /// temporary file and rename).
     pub fn save(&self, dir: &Path) -> Result<()> {

@@ -1,0 +1,333 @@
+//! `mosaic train CONFIG`: the training config (TOML, `configs/train/*.toml`)
+//! with `key=value` overrides, and the run it describes.
+//!
+//! Data: the built-in `fashion_mnist` image–caption source (in memory,
+//! deterministic batches by step, optional class subset) — the data the
+//! quickstart and the acceptance runs use.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device};
+use mosaic_core::assets::AssetStore;
+use mosaic_models::arch::{ArchConfig, MultimodalModel};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::optim::{OptimizerKind, ParamGroupBuilder, build_optimizer, check_learning_rate};
+use crate::quickstart::{CLASSES, ImageTextRun};
+use crate::schedule::{Schedule, ScheduleKind};
+use crate::trainer::{TrainSummary, Trainer, TrainerOptions};
+
+fn cfg_err(key: &str, message: impl Into<String>) -> Error {
+    Error::Config {
+        source_name: "train config".into(),
+        message: format!("key `{key}`: {}", message.into()),
+    }
+}
+
+/// `[run]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunSection {
+    /// Run folder.
+    pub out_dir: PathBuf,
+    /// Optimiser steps.
+    pub steps: usize,
+    /// Samples per step.
+    pub batch_size: usize,
+    /// Seed of data order and captions.
+    #[serde(default)]
+    pub seed: u64,
+    /// Log every N steps.
+    #[serde(default = "twenty")]
+    pub log_every: usize,
+    /// Evaluate every N steps (0: at the end).
+    #[serde(default)]
+    pub eval_every: usize,
+    /// Checkpoint every N steps (0: at the end).
+    #[serde(default)]
+    pub checkpoint_every: usize,
+    /// Micro-batches whose gradients are averaged per step.
+    #[serde(default = "one")]
+    pub accumulation_steps: usize,
+    /// Global gradient-norm clip.
+    #[serde(default)]
+    pub grad_clip: Option<f64>,
+}
+
+fn twenty() -> usize {
+    20
+}
+fn one() -> usize {
+    1
+}
+
+/// `[model]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSection {
+    /// Architecture config, relative to the training config's folder.
+    pub arch: PathBuf,
+    /// Parameter-name patterns (module prefixes or `*` globs) to freeze.
+    #[serde(default)]
+    pub freeze: Vec<String>,
+}
+
+/// `[data]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataSection {
+    /// `fashion_mnist`.
+    pub source: String,
+    /// Training classes (default: all 10).
+    #[serde(default)]
+    pub classes: Option<Vec<u32>>,
+}
+
+/// `[optimizer]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OptimizerSection {
+    /// `adamw`, `lion` or `sgd`.
+    pub kind: String,
+    /// Peak learning rate.
+    pub lr: f64,
+    /// Weight decay (not on biases, norms, temperatures).
+    #[serde(default)]
+    pub weight_decay: f64,
+}
+
+/// A training config.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    /// Run settings.
+    pub run: RunSection,
+    /// Model.
+    pub model: ModelSection,
+    /// Data.
+    pub data: DataSection,
+    /// Optimiser.
+    pub optimizer: OptimizerSection,
+    /// Learning-rate schedule.
+    #[serde(default)]
+    pub schedule: Option<ScheduleSection>,
+}
+
+/// `[schedule]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleSection {
+    /// `constant`, `linear` or `cosine`.
+    pub kind: String,
+    /// Warm-up steps.
+    #[serde(default)]
+    pub warmup_steps: usize,
+}
+
+/// Sets `a.b.c = value` in a TOML table (the value parsed as TOML, else
+/// taken as a string).
+pub fn apply_override(table: &mut toml::Table, spec: &str) -> Result<()> {
+    let (key, raw) = spec
+        .split_once('=')
+        .ok_or_else(|| cfg_err(spec, "an override must look like `section.key=value`"))?;
+    let value: toml::Value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_string()));
+    let parts: Vec<&str> = key.trim().split('.').collect();
+    let mut cur = table;
+    for p in &parts[..parts.len() - 1] {
+        cur = cur
+            .entry(p.to_string())
+            .or_insert_with(|| toml::Value::Table(Default::default()))
+            .as_table_mut()
+            .ok_or_else(|| cfg_err(key, format!("`{p}` is not a section")))?;
+    }
+    cur.insert(parts[parts.len() - 1].to_string(), value);
+    Ok(())
+}
+
+impl TrainConfig {
+    /// Reads a TOML config, applies `overrides` (`section.key=value`),
+    /// resolves the architecture path against the config's folder, and
+    /// validates; errors name the key.
+    pub fn load(path: &Path, overrides: &[String]) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::Core(Box::new(mosaic_core::Error::io(path, e))))?;
+        let mut table: toml::Table = toml::from_str(&text).map_err(|e| Error::Config {
+            source_name: path.display().to_string(),
+            message: e.message().to_string(),
+        })?;
+        for o in overrides {
+            apply_override(&mut table, o)?;
+        }
+        let text = toml::to_string(&table).map_err(|e| cfg_err("*", e.to_string()))?;
+        let mut cfg: TrainConfig = mosaic_core::config::parse_config(
+            &text,
+            mosaic_core::config::ConfigFormat::Toml,
+            path,
+        )?;
+        if cfg.model.arch.is_relative() {
+            cfg.model.arch = path
+                .parent()
+                .unwrap_or(Path::new("."))
+                .join(&cfg.model.arch);
+        }
+        cfg.validate().map_err(|e| match e {
+            Error::Config { message, .. } => Error::Config {
+                source_name: path.display().to_string(),
+                message,
+            },
+            other => other,
+        })?;
+        Ok(cfg)
+    }
+
+    /// Checks values serde cannot.
+    pub fn validate(&self) -> Result<()> {
+        let r = &self.run;
+        if r.steps == 0 {
+            return Err(cfg_err("run.steps", "must be at least 1"));
+        }
+        if r.batch_size < 2 {
+            return Err(cfg_err(
+                "run.batch_size",
+                "must be at least 2 (contrastive batches)",
+            ));
+        }
+        if r.accumulation_steps == 0 {
+            return Err(cfg_err("run.accumulation_steps", "must be at least 1"));
+        }
+        if r.batch_size % r.accumulation_steps != 0 {
+            return Err(cfg_err(
+                "run.accumulation_steps",
+                format!(
+                    "{} does not divide batch_size {}",
+                    r.accumulation_steps, r.batch_size
+                ),
+            ));
+        }
+        self.optimizer.kind.parse::<OptimizerKind>().map_err(|_| {
+            cfg_err(
+                "optimizer.kind",
+                format!(
+                    "unknown optimiser `{}` (known: adamw, lion, sgd)",
+                    self.optimizer.kind
+                ),
+            )
+        })?;
+        check_learning_rate(self.optimizer.lr).map_err(|_| {
+            cfg_err(
+                "optimizer.lr",
+                format!("{} must be a finite number ≥ 0", self.optimizer.lr),
+            )
+        })?;
+        if self.optimizer.lr == 0.0 {
+            return Err(cfg_err("optimizer.lr", "must be positive"));
+        }
+        if !(self.optimizer.weight_decay >= 0.0 && self.optimizer.weight_decay.is_finite()) {
+            return Err(cfg_err(
+                "optimizer.weight_decay",
+                format!("{} must be ≥ 0", self.optimizer.weight_decay),
+            ));
+        }
+        if let Some(s) = &self.schedule {
+            self.schedule_kind(s)?;
+        }
+        if self.data.source != "fashion_mnist" {
+            return Err(cfg_err(
+                "data.source",
+                format!(
+                    "unknown source `{}` (known: fashion_mnist)",
+                    self.data.source
+                ),
+            ));
+        }
+        if let Some(c) = &self.data.classes {
+            if c.len() < 2 || c.iter().any(|&x| x as usize >= CLASSES.len()) {
+                return Err(cfg_err("data.classes", "needs ≥ 2 class ids in 0..=9"));
+            }
+        }
+        Ok(())
+    }
+
+    fn schedule_kind(&self, s: &ScheduleSection) -> Result<ScheduleKind> {
+        match s.kind.as_str() {
+            "constant" => Ok(ScheduleKind::Constant),
+            "linear" => Ok(ScheduleKind::Linear),
+            "cosine" => Ok(ScheduleKind::Cosine { num_cycles: 0.5 }),
+            other => Err(cfg_err(
+                "schedule.kind",
+                format!("unknown schedule `{other}` (known: constant, linear, cosine)"),
+            )),
+        }
+    }
+}
+
+/// Runs a training config (resuming the run folder's latest checkpoint
+/// with `resume`).
+pub fn run(
+    cfg: &TrainConfig,
+    store: &AssetStore,
+    resume: bool,
+    progress: bool,
+) -> Result<TrainSummary> {
+    let arch = ArchConfig::from_file(&cfg.model.arch)?;
+    let model = MultimodalModel::from_config(&arch, DType::F32, &Device::Cpu)?;
+    let vars =
+        crate::strategy::freeze(&model.params().vars(), &cfg.model.freeze).map_err(
+            |e| match e {
+                Error::Config { message, .. } => cfg_err("model.freeze", message),
+                other => other,
+            },
+        )?;
+    let groups = ParamGroupBuilder::new(cfg.optimizer.weight_decay).build(&vars)?;
+    let kind: OptimizerKind = cfg.optimizer.kind.parse()?;
+    let optimizer = build_optimizer(kind, groups, cfg.optimizer.lr)?;
+    let schedule = match &cfg.schedule {
+        Some(s) => Some(Schedule::new(
+            cfg.schedule_kind(s)?,
+            cfg.optimizer.lr,
+            s.warmup_steps,
+            cfg.run.steps,
+        )?),
+        None => None,
+    };
+    let (train, test) = crate::quickstart::fashion_mnist(store, progress)?;
+    let classes: Vec<u32> = cfg
+        .data
+        .classes
+        .clone()
+        .unwrap_or_else(|| (0..CLASSES.len() as u32).collect());
+    let mut task = ImageTextRun::new(
+        &model,
+        &train,
+        &test,
+        store,
+        &classes,
+        cfg.run.batch_size,
+        cfg.run.seed,
+        cfg.run.accumulation_steps,
+    )?;
+    let mut trainer = Trainer::new(
+        model.params().clone(),
+        optimizer,
+        schedule,
+        TrainerOptions {
+            out_dir: cfg.run.out_dir.clone(),
+            steps: cfg.run.steps,
+            log_every: cfg.run.log_every.max(1),
+            eval_every: cfg.run.eval_every,
+            checkpoint_every: cfg.run.checkpoint_every,
+            grad_clip: cfg.run.grad_clip,
+            best_metric: Some("zero_shot_accuracy".into()),
+            keep_checkpoints: 2,
+            progress,
+        },
+    )?;
+    let s = trainer.run(&mut task, resume)?;
+    let _ = BTreeMap::<String, f64>::new();
+    Ok(s)
+}
