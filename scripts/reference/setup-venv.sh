@@ -5,7 +5,9 @@
 # tokenizers, torchaudio, librosa, Silero VAD (requirements-data.txt) and the
 # model references for mosaic-models: sentence-transformers,
 # efficientnet-lite-pytorch, faster-whisper / ctranslate2 / jiwer
-# (requirements-models.txt).
+# (requirements-models.txt), and the metric references for mosaic-eval:
+# sacrebleu, rouge-score + nltk, pycocoevalcap, torchmetrics
+# (requirements-eval.txt; pycocoevalcap's tokenizer also needs `java`).
 # Idempotent: reruns are quick no-ops once everything pinned is installed.
 #
 # Usage: scripts/reference/setup-venv.sh [VENV_DIR]
@@ -28,7 +30,7 @@ fi
 # The three files together are the full closure (checked below with pip check).
 "$venv/bin/python" -m pip install --disable-pip-version-check -q --no-deps \
     -r "$here/requirements.txt" -r "$here/requirements-data.txt" \
-    -r "$here/requirements-models.txt"
+    -r "$here/requirements-models.txt" -r "$here/requirements-eval.txt"
 
 # The only unmet requirements allowed are the two torch deps we skip on purpose
 # and faster-whisper's onnxruntime (only needed for its VAD, never used here),
@@ -69,4 +71,12 @@ from faster_whisper.feature_extractor import FeatureExtractor
 assert "float32" in ctranslate2.get_supported_compute_types("cpu")
 print(f"ok: faster-whisper {faster_whisper.__version__}, ctranslate2 {ctranslate2.__version__}, "
       f"av {av.__version__}, jiwer {importlib.metadata.version('jiwer')}")
+import sacrebleu, rouge_score, nltk, torchmetrics
+from rouge_score import rouge_scorer
+from pycocoevalcap.cider.cider import Cider
+from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
+from torchmetrics.functional.multimodal.clip_score import _clip_score_update
+print(f"ok: sacrebleu {sacrebleu.__version__}, rouge-score {importlib.metadata.version('rouge-score')}, "
+      f"nltk {nltk.__version__}, pycocoevalcap {importlib.metadata.version('pycocoevalcap')}, "
+      f"torchmetrics {torchmetrics.__version__}")
 PY
