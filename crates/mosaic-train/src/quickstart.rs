@@ -473,10 +473,20 @@ pub fn run(opts: &QuickstartOptions, store: &AssetStore) -> Result<QuickstartRep
             "metrics": run_dir.join("metrics.jsonl"),
         }),
     );
-    let report = QuickstartReport {
+    let mut report = QuickstartReport {
         out_dir: opts.out_dir.clone(),
         phases,
     };
+    write_report(&report, t0.elapsed().as_secs_f64())?;
+    if opts.lit {
+        let v = lit_phase(opts, store, &train, &test, [1, 9], (opts.steps / 2).max(1))?;
+        report.phases.insert("lit".into(), v);
+        write_report(&report, t0.elapsed().as_secs_f64())?;
+    }
+    if opts.speech {
+        let v = speech_phase(opts, &model, &train, &test, (opts.steps / 3).max(1))?;
+        report.phases.insert("speech".into(), v);
+    }
     write_report(&report, t0.elapsed().as_secs_f64())?;
     Ok(report)
 }
@@ -504,4 +514,471 @@ fn write_report(report: &QuickstartReport, seconds: f64) -> Result<()> {
     }
     mosaic_core::atomic::write_bytes_atomic(&report.out_dir.join("report.md"), md.as_bytes())?;
     Ok(())
+}
+
+/// A trainable tower: an encoder from the architecture crate plus a
+/// projection into a joint space, with a learnable log inverse temperature.
+struct Tower {
+    params: mosaic_models::nn::ParamStore,
+    encoder: mosaic_models::arch::encoders::ArchEncoder,
+    proj: mosaic_models::nn::Dense,
+    logit_scale: Tensor,
+}
+
+impl Tower {
+    fn new(seed: u64, m: Modality, enc: &EncoderConfig, out: usize) -> Result<Self> {
+        let params = mosaic_models::nn::ParamStore::new(seed, DType::F32, &Device::Cpu);
+        let encoder = mosaic_models::arch::encoders::ArchEncoder::build(&params, m, enc)?;
+        let proj = params.linear("proj", enc.dim(), out, false)?;
+        let logit_scale = params.get(
+            "logit_scale",
+            &[1],
+            mosaic_models::nn::Init::Constant((1.0f64 / 0.07).ln()),
+        )?;
+        Ok(Tower {
+            params,
+            encoder,
+            proj,
+            logit_scale,
+        })
+    }
+
+    fn embed(&self, values: Tensor, mask: Option<Tensor>) -> Result<Tensor> {
+        use mosaic_models::Encoder;
+        let f = self.encoder.encode(&modality(values, mask)?)?;
+        l2_normalize(&self.proj.forward(&f.pooled)?).map_err(Into::into)
+    }
+
+    fn embed_all(&self, values: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
+        let n = values.dim(0)?;
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < n {
+            let b = (n - i).min(500);
+            out.push(
+                self.embed(
+                    values.narrow(0, i, b)?,
+                    mask.map(|m| m.narrow(0, i, b)).transpose()?,
+                )?
+                .detach(),
+            );
+            i += b;
+        }
+        Ok(Tensor::cat(&out, 0)?)
+    }
+
+    /// CLIP loss of `a` (this tower's embeddings) against fixed `b`.
+    fn clip(&self, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+        let logits = a.matmul(&b.t()?)?.broadcast_mul(&self.logit_scale.exp()?)?;
+        loss::clip_loss(&logits)
+    }
+}
+
+/// LiT: the real MiniLM sentence encoder (frozen) embeds the captions; an
+/// image tower is trained on `seen` classes only; zero-shot on the test
+/// images of the held-out classes, among the held-out classes and among all
+/// ten.
+struct LitTask<'a> {
+    tower: &'a Tower,
+    data: &'a FashionMnist,
+    idx: Vec<u32>,
+    text: Tensor,
+    batch: usize,
+    seed: u64,
+}
+
+impl Task for LitTask<'_> {
+    fn loss(&mut self, step: usize, _micro: usize) -> Result<Tensor> {
+        let pick = batch_indices(self.idx.len(), self.batch, self.seed, step);
+        let idx: Vec<u32> = pick.iter().map(|&k| self.idx[k as usize]).collect();
+        let images = self
+            .data
+            .images
+            .index_select(&Tensor::new(idx.as_slice(), &Device::Cpu)?, 0)?;
+        let rows: Vec<u32> = idx
+            .iter()
+            .enumerate()
+            .map(|(i, &j)| {
+                self.data.labels[j as usize] * TEMPLATES.len() as u32
+                    + ((step * 31 + i * 7) % TEMPLATES.len()) as u32
+            })
+            .collect();
+        let t = self
+            .text
+            .index_select(&Tensor::new(rows.as_slice(), &Device::Cpu)?, 0)?;
+        let a = self.tower.embed(images, None)?;
+        self.tower.clip(&a, &t)
+    }
+}
+
+/// Mean of a class's template embeddings (re-normalised): `[classes, D]`.
+fn class_means(table: &Tensor, classes: usize) -> Result<Tensor> {
+    let d = table.dim(1)?;
+    l2_normalize(&table.reshape((classes, TEMPLATES.len(), d))?.mean(1)?).map_err(Into::into)
+}
+
+/// The LiT phase; returns its report entry.
+pub fn lit_phase(
+    opts: &QuickstartOptions,
+    store: &AssetStore,
+    train: &FashionMnist,
+    test: &FashionMnist,
+    held_out: [u32; 2],
+    steps: usize,
+) -> Result<serde_json::Value> {
+    let t0 = std::time::Instant::now();
+    let dir = store.fetch(
+        "minilm-l6-v2",
+        &FetchOptions {
+            force: false,
+            progress: opts.progress,
+        },
+    )?;
+    let minilm = mosaic_models::pretrained::SentenceEncoder::from_pretrained(&dir)?;
+    let captions: Vec<String> = CLASSES
+        .iter()
+        .flat_map(|c| TEMPLATES.iter().map(move |t| t.replace("{}", c)))
+        .collect();
+    let text = minilm.encode(&captions, 64)?.detach();
+    let seen: Vec<u32> = (0..10).filter(|c| !held_out.contains(c)).collect();
+    let idx: Vec<u32> = (0..train.labels.len() as u32)
+        .filter(|&i| seen.contains(&train.labels[i as usize]))
+        .collect();
+    let tower = Tower::new(
+        opts.seed,
+        Modality::Image,
+        &EncoderConfig::Cnn {
+            image_size: 28,
+            channels: 1,
+            widths: vec![16, 32, 64],
+            dim: 64,
+        },
+        text.dim(1)?,
+    )?;
+    let run_dir = opts.out_dir.join("lit");
+    let _ = std::fs::remove_dir_all(&run_dir);
+    let mut trainer = Trainer::new(
+        tower.params.clone(),
+        Box::new(AdamW::new(tower.params.vars(), 2e-3, 0.01)),
+        Some(Schedule::new(
+            ScheduleKind::Cosine { num_cycles: 0.5 },
+            2e-3,
+            steps / 20,
+            steps,
+        )?),
+        TrainerOptions {
+            out_dir: run_dir.clone(),
+            steps,
+            log_every: 20,
+            eval_every: 0,
+            checkpoint_every: 0,
+            grad_clip: Some(1.0),
+            best_metric: None,
+            keep_checkpoints: 1,
+            progress: opts.progress,
+        },
+    )?;
+    let mut task = LitTask {
+        tower: &tower,
+        data: train,
+        idx,
+        text: text.clone(),
+        batch: opts.batch_size,
+        seed: opts.seed,
+    };
+    let summary = trainer.run(&mut task, false)?;
+    // Held-out test images.
+    let keep: Vec<u32> = (0..test.labels.len() as u32)
+        .filter(|&i| held_out.contains(&test.labels[i as usize]))
+        .collect();
+    let images = test
+        .images
+        .index_select(&Tensor::new(keep.as_slice(), &Device::Cpu)?, 0)?;
+    let labels: Vec<u32> = keep.iter().map(|&i| test.labels[i as usize]).collect();
+    let emb = tower.embed_all(&images, None)?;
+    let means = class_means(&text, CLASSES.len())?;
+    let all: Vec<u32> = (0..10).collect();
+    let acc10 = accuracy(&emb, &means, &labels, &all)?;
+    let unseen = means.index_select(&Tensor::new(&held_out[..], &Device::Cpu)?, 0)?;
+    let acc2 = accuracy(&emb, &unseen, &labels, &held_out)?;
+    // One-sided binomial test against chance 1/2 (normal approximation).
+    let n = labels.len() as f64;
+    let z = (acc2 - 0.5) / (0.25 / n).sqrt();
+    let seen_keep: Vec<u32> = (0..test.labels.len() as u32)
+        .filter(|&i| !held_out.contains(&test.labels[i as usize]))
+        .collect();
+    let seen_imgs = test
+        .images
+        .index_select(&Tensor::new(seen_keep.as_slice(), &Device::Cpu)?, 0)?;
+    let seen_labels: Vec<u32> = seen_keep.iter().map(|&i| test.labels[i as usize]).collect();
+    let seen_acc = accuracy(
+        &tower.embed_all(&seen_imgs, None)?,
+        &means,
+        &seen_labels,
+        &all,
+    )?;
+    Ok(serde_json::json!({
+        "text_tower": "all-MiniLM-L6-v2 (frozen, real weights)",
+        "held_out_classes": held_out.iter().map(|&c| CLASSES[c as usize]).collect::<Vec<_>>(),
+        "held_out_test_images": labels.len(),
+        "unseen_only_accuracy": acc2,
+        "unseen_only_z_vs_chance": z,
+        "unseen_beats_chance_95pct": z > 1.645,
+        "held_out_10_way_accuracy": acc10,
+        "seen_classes_10_way_accuracy": seen_acc,
+        "steps": steps,
+        "train_seconds": summary.seconds,
+        "phase_seconds": t0.elapsed().as_secs_f64(),
+        "loss_curve": run_dir.join("loss.png"),
+    }))
+}
+
+/// Speech for the tri-modal phase: `espeak-ng` voices, split into the
+/// voices trained on and those held out.
+pub const TRAIN_VOICES: [(&str, u32, u32); 8] = [
+    ("en-us+m1", 150, 45),
+    ("en-us+f2", 175, 65),
+    ("en-gb+m3", 140, 50),
+    ("en-gb+f1", 165, 70),
+    ("en-gb-scotland+m2", 160, 40),
+    ("en-gb-x-rp+f3", 150, 60),
+    ("en-gb-x-gbclan+m4", 180, 55),
+    ("en-gb-x-gbcwmd+f4", 145, 75),
+];
+/// Voices only heard at evaluation.
+pub const HELD_OUT_VOICES: [(&str, u32, u32); 2] = [("en-029+m5", 155, 50), ("en-us+f4", 170, 68)];
+
+const N_MELS: usize = 40;
+const MAX_FRAMES: usize = 160;
+
+/// Synthesises `text` and returns `[frames, N_MELS]` log-mel features
+/// (16 kHz, 25 ms windows every 20 ms, per-utterance standardised).
+fn speak(text: &str, voice: &(&str, u32, u32), tmp: &Path) -> Result<Vec<Vec<f32>>> {
+    let wav = tmp.join("utt.wav");
+    let status = std::process::Command::new("espeak-ng")
+        .args([
+            "-v",
+            voice.0,
+            "-s",
+            &voice.1.to_string(),
+            "-p",
+            &voice.2.to_string(),
+            "-w",
+        ])
+        .arg(&wav)
+        .arg(text)
+        .status()
+        .map_err(|e| Error::InvalidInput {
+            what: "espeak-ng".into(),
+            message: format!(
+                "cannot run it ({e}); install it (apt-get install espeak-ng) or pass --no-speech"
+            ),
+        })?;
+    if !status.success() {
+        return Err(Error::InvalidInput {
+            what: "espeak-ng".into(),
+            message: format!("failed on voice {} for `{text}`", voice.0),
+        });
+    }
+    let audio = mosaic_data::audio::load_audio(&wav, &Default::default())?;
+    let pcm = mosaic_data::audio::resample(&audio.samples, audio.sample_rate, 16000)?;
+    let mut cfg = mosaic_data::audio::features::MelConfig::librosa(16000);
+    cfg.n_fft = 400;
+    cfg.hop = 320;
+    cfg.n_mels = N_MELS;
+    let mel = mosaic_data::audio::features::power_to_db(
+        &mosaic_data::audio::features::mel_spectrogram(&pcm, &cfg)?,
+        Some(80.0),
+    );
+    let frames = mel[0].len().min(MAX_FRAMES);
+    let flat: Vec<f64> = mel
+        .iter()
+        .flat_map(|r| r[..frames].iter().copied())
+        .collect();
+    let mean = flat.iter().sum::<f64>() / flat.len().max(1) as f64;
+    let sd = (flat.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / flat.len().max(1) as f64)
+        .sqrt()
+        .max(1e-6);
+    Ok((0..frames)
+        .map(|t| {
+            (0..N_MELS)
+                .map(|m| ((mel[m][t] - mean) / sd) as f32)
+                .collect()
+        })
+        .collect())
+}
+
+/// Utterances `[N, MAX_FRAMES, N_MELS]` + masks + class per utterance.
+fn utterances(voices: &[(&str, u32, u32)], tmp: &Path) -> Result<(Tensor, Tensor, Vec<u32>)> {
+    let mut feats = Vec::new();
+    let mut masks = Vec::new();
+    let mut labels = Vec::new();
+    for v in voices {
+        for (c, name) in CLASSES.iter().enumerate() {
+            for t in TEMPLATES {
+                let f = speak(&t.replace("{}", name), v, tmp)?;
+                let mut x = vec![0f32; MAX_FRAMES * N_MELS];
+                let mut m = vec![0u8; MAX_FRAMES];
+                for (i, row) in f.iter().enumerate() {
+                    x[i * N_MELS..(i + 1) * N_MELS].copy_from_slice(row);
+                    m[i] = 1;
+                }
+                feats.extend(x);
+                masks.extend(m);
+                labels.push(c as u32);
+            }
+        }
+    }
+    let n = labels.len();
+    Ok((
+        Tensor::from_vec(feats, (n, MAX_FRAMES, N_MELS), &Device::Cpu)?,
+        Tensor::from_vec(masks, (n, MAX_FRAMES), &Device::Cpu)?,
+        labels,
+    ))
+}
+
+struct SpeechTask<'a> {
+    tower: &'a Tower,
+    speech: &'a (Tensor, Tensor, Vec<u32>),
+    image_emb: &'a Tensor,
+    by_class: Vec<Vec<u32>>,
+    batch: usize,
+    seed: u64,
+}
+
+impl Task for SpeechTask<'_> {
+    fn loss(&mut self, step: usize, _micro: usize) -> Result<Tensor> {
+        let n = self.speech.2.len();
+        let pick = batch_indices(n, self.batch.min(n), self.seed, step);
+        let it = Tensor::new(pick.as_slice(), &Device::Cpu)?;
+        // Each utterance is paired with a training image of its class.
+        let imgs: Vec<u32> = pick
+            .iter()
+            .enumerate()
+            .map(|(i, &u)| {
+                let c = &self.by_class[self.speech.2[u as usize] as usize];
+                c[(step * 131 + i * 17 + self.seed as usize) % c.len()]
+            })
+            .collect();
+        let b = self
+            .image_emb
+            .index_select(&Tensor::new(imgs.as_slice(), &Device::Cpu)?, 0)?;
+        let a = self.tower.embed(
+            self.speech.0.index_select(&it, 0)?,
+            Some(self.speech.1.index_select(&it, 0)?),
+        )?;
+        self.tower.clip(&a, &b)
+    }
+}
+
+/// The tri-modal phase: spoken captions aligned to the (frozen) image tower
+/// of phase 1; speech→image R@1 on held-out voices.
+pub fn speech_phase(
+    opts: &QuickstartOptions,
+    model: &MultimodalModel,
+    train: &FashionMnist,
+    test: &FashionMnist,
+    steps: usize,
+) -> Result<serde_json::Value> {
+    let t0 = std::time::Instant::now();
+    let tmp = tempfile_dir(&opts.out_dir)?;
+    let train_speech = utterances(&TRAIN_VOICES, &tmp)?;
+    let held = utterances(&HELD_OUT_VOICES, &tmp)?;
+    let _ = std::fs::remove_dir_all(&tmp);
+    let synth_seconds = t0.elapsed().as_secs_f64();
+    let image_emb = image_embeddings(model, &train.images, "clip")?;
+    let mut by_class = vec![Vec::new(); CLASSES.len()];
+    for (i, &l) in train.labels.iter().enumerate() {
+        by_class[l as usize].push(i as u32);
+    }
+    let tower = Tower::new(
+        opts.seed,
+        Modality::Audio,
+        &EncoderConfig::Audio {
+            n_mels: N_MELS,
+            max_frames: MAX_FRAMES,
+            dim: 64,
+            layers: 1,
+            heads: 4,
+        },
+        image_emb.dim(1)?,
+    )?;
+    let run_dir = opts.out_dir.join("speech");
+    let _ = std::fs::remove_dir_all(&run_dir);
+    let mut trainer = Trainer::new(
+        tower.params.clone(),
+        Box::new(AdamW::new(tower.params.vars(), 2e-3, 0.01)),
+        Some(Schedule::new(
+            ScheduleKind::Cosine { num_cycles: 0.5 },
+            2e-3,
+            steps / 20,
+            steps,
+        )?),
+        TrainerOptions {
+            out_dir: run_dir.clone(),
+            steps,
+            log_every: 20,
+            eval_every: 0,
+            checkpoint_every: 0,
+            grad_clip: Some(1.0),
+            best_metric: None,
+            keep_checkpoints: 1,
+            progress: opts.progress,
+        },
+    )?;
+    let mut task = SpeechTask {
+        tower: &tower,
+        speech: &train_speech,
+        image_emb: &image_emb,
+        by_class,
+        batch: 64,
+        seed: opts.seed,
+    };
+    let summary = trainer.run(&mut task, false)?;
+    // Gallery: the first 10 test images of each class.
+    let mut gallery = Vec::new();
+    for c in 0..CLASSES.len() as u32 {
+        gallery.extend(
+            (0..test.labels.len() as u32)
+                .filter(|&i| test.labels[i as usize] == c)
+                .take(10),
+        );
+    }
+    let g_labels: Vec<u32> = gallery.iter().map(|&i| test.labels[i as usize]).collect();
+    let g_emb = image_embeddings(
+        model,
+        &test
+            .images
+            .index_select(&Tensor::new(gallery.as_slice(), &Device::Cpu)?, 0)?,
+        "clip",
+    )?;
+    let q = tower.embed_all(&held.0, Some(&held.1))?;
+    let top: Vec<u32> = q.matmul(&g_emb.t()?)?.argmax(D::Minus1)?.to_vec1()?;
+    let hits = top
+        .iter()
+        .zip(&held.2)
+        .filter(|(t, l)| g_labels[**t as usize] == **l)
+        .count();
+    let r1 = hits as f64 / held.2.len() as f64;
+    Ok(serde_json::json!({
+        "train_utterances": train_speech.2.len(),
+        "held_out_utterances": held.2.len(),
+        "train_voices": TRAIN_VOICES.iter().map(|v| v.0).collect::<Vec<_>>(),
+        "held_out_voices": HELD_OUT_VOICES.iter().map(|v| v.0).collect::<Vec<_>>(),
+        "gallery": "100 test images, 10 per class; a hit = top-1 image of the spoken class",
+        "speech_to_image_r1_held_out_voices": r1,
+        "chance": 0.1,
+        "r1_over_chance": r1 / 0.1,
+        "steps": steps,
+        "synthesis_seconds": synth_seconds,
+        "train_seconds": summary.seconds,
+        "loss_curve": run_dir.join("loss.png"),
+    }))
+}
+
+fn tempfile_dir(out: &Path) -> Result<PathBuf> {
+    let d = out.join(".speech-tmp");
+    std::fs::create_dir_all(&d)
+        .map_err(|e| Error::Core(Box::new(mosaic_core::Error::io(&d, e))))?;
+    Ok(d)
 }
