@@ -4,6 +4,7 @@
 mod classify;
 mod data;
 mod embed;
+mod eval;
 mod model;
 mod quickstart;
 mod train;
@@ -49,6 +50,8 @@ enum Command {
     ZeroShot(zeroshot::ZeroShotArgs),
     /// Speech to text with segment timestamps (e.g. whisper-tiny-en).
     Transcribe(transcribe::TranscribeArgs),
+    /// Metrics into a report folder (text, retrieval), and `eval compare RUN_A RUN_B`.
+    Eval(eval::EvalArgs),
     /// Sentence embeddings from a sentence-transformers model (e.g. minilm-l6-v2).
     Embed(embed::EmbedArgs),
     /// From a fresh machine: fetch Fashion-MNIST, train image–text (and
@@ -334,6 +337,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Classify(args) => classify::run(args, &open_store()?)?,
         Command::ZeroShot(args) => zeroshot::run(args, &open_store()?)?,
         Command::Transcribe(args) => transcribe::run(args, &open_store()?)?,
+        Command::Eval(args) => eval::run(args, &open_store)?,
         Command::Inspect {
             path,
             json,

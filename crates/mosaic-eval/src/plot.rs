@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 
 const W: u32 = 900;
 const H: u32 = 560;
-const LEFT: u32 = 90;
+const LEFT: u32 = 100;
 const RIGHT: u32 = 30;
 const TOP: u32 = 50;
 const BOTTOM: u32 = 80;
@@ -138,6 +138,26 @@ pub fn tick(v: f64) -> String {
     } else {
         s
     }
+}
+
+/// Round tick positions (steps of 1, 2, 2.5 or 5 × 10^k) within `[lo, hi]`.
+pub fn nice_ticks(lo: f64, hi: f64) -> Vec<f64> {
+    if hi.partial_cmp(&lo) != Some(std::cmp::Ordering::Greater)
+        || !lo.is_finite()
+        || !hi.is_finite()
+    {
+        return vec![lo];
+    }
+    let raw = (hi - lo) / 5.0;
+    let mag = 10f64.powf(raw.log10().floor());
+    let step = [1.0, 2.0, 2.5, 5.0, 10.0]
+        .iter()
+        .map(|m| m * mag)
+        .find(|&s| s >= raw)
+        .unwrap_or(10.0 * mag);
+    let first = (lo / step).ceil() as i64;
+    let last = (hi / step).floor() as i64;
+    (first..=last).map(|k| k as f64 * step).collect()
 }
 
 fn plot_err(path: &Path) -> impl Fn(String) -> Error + '_ {
@@ -316,8 +336,7 @@ pub fn bar_chart(path: &Path, title: &str, y_label: &str, bars: &[(String, f64)]
         let mut chart = ChartBuilder::on(&area)
             .build_cartesian_2d(0.0..n, y0..y1)
             .map_err(|e| err(e.to_string()))?;
-        for k in 0..=5 {
-            let y = y0 + (y1 - y0) * k as f64 / 5.0;
+        for y in nice_ticks(y0, y1) {
             chart
                 .draw_series(LineSeries::new(
                     vec![(0.0, y), (n, y)],
@@ -383,6 +402,9 @@ mod tests {
         assert_eq!(tick(0.25), "0.25");
         assert_eq!(tick(100.0), "100");
         assert_eq!(tick(0.123456), "0.1235");
+        let t: Vec<String> = nice_ticks(0.027, 0.27).into_iter().map(tick).collect();
+        assert_eq!(t, ["0.05", "0.1", "0.15", "0.2", "0.25"]);
+        assert_eq!(nice_ticks(1.0, 10.0), vec![2.0, 4.0, 6.0, 8.0, 10.0]);
     }
 
     #[test]
