@@ -106,17 +106,19 @@ impl OcrEngine {
     ) -> Result<OcrEngine> {
         options.validate()?;
         let det_net = Net::from_proto(
-            &read_proto(det, "detection")?,
+            read_proto(det, "detection")?,
             det,
             "detection",
-            &["1", "3", "H", "W"],
+            &["1", "3", "32*h", "32*w"],
+            [1, 3, 736, 736],
         )?;
         let cls_net = match cls {
             Some(p) => Some(Net::from_proto(
-                &read_proto(p, "angle classifier")?,
+                read_proto(p, "angle classifier")?,
                 p,
                 "angle classifier",
                 &["N", "3", "48", "192"],
+                [1, 3, 48, 192],
             )?),
             None => None,
         };
@@ -130,7 +132,13 @@ impl OcrEngine {
         let mut chars = vec!["blank".to_string()];
         chars.extend(split_lines(dict));
         chars.push(" ".to_string());
-        let rec_net = Net::from_proto(&rec_proto, rec, "recognition", &["N", "3", "48", "W"])?;
+        let rec_net = Net::from_proto(
+            rec_proto,
+            rec,
+            "recognition",
+            &["N", "3", "48", "W"],
+            [1, 3, 48, 320],
+        )?;
         Ok(OcrEngine {
             det: det_net,
             cls: cls_net,
@@ -188,7 +196,7 @@ impl OcrEngine {
             );
             if rh.saturating_mul(rw) > o.max_det_pixels {
                 return Err(err(format!(
-                    "scaling it to min_side_len would make {rw}x{rh} pixels"
+                    "scaling it to min_side_len would make {rw}x{rh} pixels, over max_det_pixels"
                 )));
             }
             (img, ratio_h, ratio_w) =
