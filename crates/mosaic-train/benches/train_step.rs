@@ -50,16 +50,10 @@ fn bench(
         Modality::Image,
         ModalityBatch::new(px, None, vec![true; batch]).unwrap(),
     );
-    let ids = Tensor::arange(0u32, (batch * text_len) as u32, &Device::Cpu)
-        .unwrap()
-        .affine(1.0, 0.0)
-        .unwrap();
-    let ids = (ids.to_dtype(DType::F64).unwrap() % vocab as f64)
-        .unwrap()
-        .to_dtype(DType::U32)
-        .unwrap()
-        .reshape((batch, text_len))
-        .unwrap();
+    let ids: Vec<u32> = (0..batch * text_len)
+        .map(|i| (i * 7919 % vocab) as u32)
+        .collect();
+    let ids = Tensor::from_vec(ids, (batch, text_len), &Device::Cpu).unwrap();
     b.modalities.insert(
         Modality::Text,
         ModalityBatch::new(ids, None, vec![true; batch]).unwrap(),
