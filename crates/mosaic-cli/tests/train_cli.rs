@@ -87,12 +87,20 @@ fn losses(out: &Path) -> Vec<(usize, f64)> {
 #[test]
 fn kill_nine_then_resume_repeats_the_uninterrupted_losses_exactly() {
     let store = mosaic_core::assets::AssetStore::from_env().unwrap();
-    assert!(store.is_fetched("fashion-mnist") && store.is_fetched("minilm-l6-v2"), "fetch fashion-mnist and minilm-l6-v2 (scripts/test.sh does)");
+    assert!(
+        store.is_fetched("fashion-mnist") && store.is_fetched("minilm-l6-v2"),
+        "fetch fashion-mnist and minilm-l6-v2 (scripts/test.sh does)"
+    );
     let tmp = tempfile::tempdir().unwrap();
     // Uninterrupted reference run.
     let full_out = tmp.path().join("full");
     let cfg = write_config(tmp.path(), &full_out);
-    let o = mosaic().arg("train").arg(&cfg).arg("--quiet").output().unwrap();
+    let o = mosaic()
+        .arg("train")
+        .arg(&cfg)
+        .arg("--quiet")
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let reference = losses(&full_out);
     assert_eq!(reference.len(), 40);
@@ -100,10 +108,19 @@ fn kill_nine_then_resume_repeats_the_uninterrupted_losses_exactly() {
     // Interrupted run: SIGKILL once a couple of checkpoints exist.
     let out = tmp.path().join("killed");
     let cfg2 = write_config(tmp.path(), &out);
-    let mut child = mosaic().arg("train").arg(&cfg2).arg("--quiet").stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let mut child = mosaic()
+        .arg("train")
+        .arg(&cfg2)
+        .arg("--quiet")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
     let t0 = Instant::now();
     loop {
-        let n = std::fs::read_to_string(out.join("metrics.jsonl")).map(|s| s.lines().count()).unwrap_or(0);
+        let n = std::fs::read_to_string(out.join("metrics.jsonl"))
+            .map(|s| s.lines().count())
+            .unwrap_or(0);
         if n >= 12 || t0.elapsed() > Duration::from_secs(300) {
             break;
         }
@@ -112,7 +129,10 @@ fn kill_nine_then_resume_repeats_the_uninterrupted_losses_exactly() {
     child.kill().unwrap(); // SIGKILL on Unix
     child.wait().unwrap();
     let before = losses(&out);
-    assert!(before.len() < 40, "the run finished before it could be killed");
+    assert!(
+        before.len() < 40,
+        "the run finished before it could be killed"
+    );
     // Every checkpoint folder present is complete; no temporary folder is taken as one.
     for e in std::fs::read_dir(out.join("checkpoints")).unwrap() {
         let p = e.unwrap().path();
@@ -122,7 +142,12 @@ fn kill_nine_then_resume_repeats_the_uninterrupted_losses_exactly() {
             }
         }
     }
-    let o = mosaic().arg("train").arg(&cfg2).args(["--quiet", "--resume"]).output().unwrap();
+    let o = mosaic()
+        .arg("train")
+        .arg(&cfg2)
+        .args(["--quiet", "--resume"])
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let resumed = losses(&out);
     assert_eq!(resumed.len(), 40, "{resumed:?}");
@@ -131,7 +156,12 @@ fn kill_nine_then_resume_repeats_the_uninterrupted_losses_exactly() {
         assert_eq!(a.to_bits(), b.to_bits(), "step {s1}: {a} vs {b}");
     }
     // Starting again without --resume into a used folder is refused.
-    let o = mosaic().arg("train").arg(&cfg2).arg("--quiet").output().unwrap();
+    let o = mosaic()
+        .arg("train")
+        .arg(&cfg2)
+        .arg("--quiet")
+        .output()
+        .unwrap();
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("--resume"));
 }
@@ -141,7 +171,12 @@ fn bad_train_configs_name_the_key() {
     let tmp = tempfile::tempdir().unwrap();
     let cfg = write_config(tmp.path(), &tmp.path().join("x"));
     let err = |set: &str| {
-        let o = mosaic().arg("train").arg(&cfg).args(["--quiet", "--set", set]).output().unwrap();
+        let o = mosaic()
+            .arg("train")
+            .arg(&cfg)
+            .args(["--quiet", "--set", set])
+            .output()
+            .unwrap();
         assert!(!o.status.success(), "{set} was accepted");
         String::from_utf8_lossy(&o.stderr).to_string()
     };
@@ -152,7 +187,10 @@ fn bad_train_configs_name_the_key() {
     let e = err("run.accumulation_steps=0");
     assert!(e.contains("run.accumulation_steps"), "{e}");
     let e = err("model.freeze=[\"encoders.audio\"]");
-    assert!(e.contains("model.freeze") && e.contains("encoders.audio"), "{e}");
+    assert!(
+        e.contains("model.freeze") && e.contains("encoders.audio"),
+        "{e}"
+    );
     let e = err("run.speed=3");
     assert!(e.contains("speed"), "{e}");
     let _ = repo();

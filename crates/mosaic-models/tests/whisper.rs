@@ -570,7 +570,11 @@ fn ct2_checkpoint_round_trips_through_hf_layout() {
     let ct2 = WhisperModel::from_pretrained(&dir).unwrap();
     let tmp = tempfile::tempdir().unwrap();
     ct2.save_hf(tmp.path()).unwrap();
-    std::fs::copy(dir.join("tokenizer.json"), tmp.path().join("tokenizer.json")).unwrap();
+    std::fs::copy(
+        dir.join("tokenizer.json"),
+        tmp.path().join("tokenizer.json"),
+    )
+    .unwrap();
     let cfg: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.join("config.json")).unwrap()).unwrap();
     std::fs::write(
@@ -594,7 +598,10 @@ fn ct2_checkpoint_round_trips_through_hf_layout() {
     assert_eq!(max_abs_diff(&l1, &l2), 0.0);
     let mut a = WhisperTranscriber::from_pretrained(&dir).unwrap();
     let mut b = WhisperTranscriber::from_pretrained(tmp.path()).unwrap();
-    assert_eq!(a.options, b.options, "suppress lists from generation_config.json");
+    assert_eq!(
+        a.options, b.options,
+        "suppress lists from generation_config.json"
+    );
     greedy(&mut a);
     greedy(&mut b);
     let y = audio_16k("asterisk-sounds/en_US_f_Allison/tt-weasels.wav");

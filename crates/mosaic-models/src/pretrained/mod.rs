@@ -58,7 +58,8 @@ pub fn read_model_type(dir: &Path) -> Result<String> {
 }
 
 /// `model_type` values [`read_model_type`] callers can load.
-pub const SUPPORTED_MODEL_TYPES: &[&str] = &["bert", "blip", "clip", "llava", "resnet", "siglip", "vit"];
+pub const SUPPORTED_MODEL_TYPES: &[&str] =
+    &["bert", "blip", "clip", "llava", "resnet", "siglip", "vit"];
 
 /// The error for a `model_type` no loader handles, listing those that are.
 pub fn unsupported_model_type(dir: &Path, model_type: &str) -> Error {
