@@ -289,11 +289,11 @@ fn normalise(x: &Tensor) -> Result<Tensor> {
 }
 
 /// The cosine (or, with `normalize = false`, dot-product) similarity matrix
-/// `[n_a, n_b]` of two embedding sets `[n_a, d]`, `[n_b, d]` (f32 CPU
-/// matmul in blocks of rows).
-pub fn similarity_matrix(a: &Tensor, b: &Tensor, normalize: bool) -> Result<Vec<f32>> {
-    let (n_a, d_a) = a.dims2()?;
-    let (n_b, d_b) = b.dims2()?;
+/// `[n_a, n_b]` of two embedding sets `[n_a, d]`, `[n_b, d]` as one f32 CPU
+/// tensor (one matmul).
+pub fn similarity_tensor(a: &Tensor, b: &Tensor, normalize: bool) -> Result<Tensor> {
+    let (_, d_a) = a.dims2()?;
+    let (_, d_b) = b.dims2()?;
     if d_a != d_b {
         return Err(Error::invalid(
             "embeddings",
@@ -307,21 +307,34 @@ pub fn similarity_matrix(a: &Tensor, b: &Tensor, normalize: bool) -> Result<Vec<
         a = normalise(&a)?;
         b = normalise(&b)?;
     }
-    let bt = b.t()?.contiguous()?;
-    let mut out = Vec::with_capacity(n_a * n_b);
-    let block = 2048;
-    let mut i = 0;
-    while i < n_a {
-        let n = block.min(n_a - i);
-        let s = a.narrow(0, i, n)?.matmul(&bt)?;
-        out.extend(s.flatten_all()?.to_vec1::<f32>()?);
-        i += n;
+    Ok(a.contiguous()?
+        .matmul(&b.t()?.contiguous()?)?
+        .contiguous()?)
+}
+
+/// Runs `f` on the values of a contiguous f32 CPU tensor without copying them.
+fn with_cpu_slice<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> Result<R>) -> Result<R> {
+    let (storage, layout) = t.storage_and_layout();
+    match &*storage {
+        candle_core::Storage::Cpu(cpu) => {
+            let s = cpu.as_slice::<f32>()?;
+            let (o1, o2) = layout
+                .contiguous_offsets()
+                .ok_or_else(|| Error::invalid("similarity matrix", "not contiguous"))?;
+            f(&s[o1..o2])
+        }
+        _ => Err(Error::invalid("similarity matrix", "not on the CPU")),
     }
-    Ok(out)
+}
+
+/// The similarity matrix of [`similarity_tensor`] as row-major values.
+pub fn similarity_matrix(a: &Tensor, b: &Tensor, normalize: bool) -> Result<Vec<f32>> {
+    let t = similarity_tensor(a, b, normalize)?;
+    with_cpu_slice(&t, |s| Ok(s.to_vec()))
 }
 
 /// Retrieval both ways from embeddings (`[n_a, d]`, `[n_b, d]`), cosine
-/// similarity by default.
+/// similarity by default. The similarity matrix is ranked in place (no copy).
 pub fn retrieval_from_embeddings(
     a: &Tensor,
     b: &Tensor,
@@ -329,10 +342,11 @@ pub fn retrieval_from_embeddings(
     labels_b: Option<&[usize]>,
     normalize: bool,
 ) -> Result<Retrieval> {
-    let sim = similarity_matrix(a, b, normalize)?;
-    let (n_a, _) = a.dims2()?;
-    let (n_b, _) = b.dims2()?;
-    retrieval_from_similarity(&sim, n_a, n_b, labels_a, labels_b)
+    let t = similarity_tensor(a, b, normalize)?;
+    let (n_a, n_b) = t.dims2()?;
+    with_cpu_slice(&t, |s| {
+        retrieval_from_similarity(s, n_a, n_b, labels_a, labels_b)
+    })
 }
 
 #[cfg(test)]
