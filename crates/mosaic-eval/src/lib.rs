@@ -52,6 +52,8 @@
 //! # }
 //! ```
 
+#![warn(missing_docs)]
+
 pub mod classification;
 pub mod clipscore;
 pub mod error;
