@@ -353,8 +353,17 @@ fn cider_equals_pycocoevalcap() {
             "caption {cap:?}"
         );
     }
+    let mut worst = (e2e.score - f(&ex["score"]))
+        .abs()
+        .max((s2.score - f(&loo["score"])).abs());
+    for (a, b) in e2e.per_image.iter().zip(ex["scores"].as_array().unwrap()) {
+        worst = worst.max((a - f(b)).abs());
+    }
+    for (a, b) in s2.per_image.iter().zip(loo["scores"].as_array().unwrap()) {
+        worst = worst.max((a - f(b)).abs());
+    }
     println!(
-        "CIDEr-D: example {:.9} (ref {:.9}), leave-one-out {:.9} (ref {:.9}); PTB tokens identical on {same}/{} sentences",
+        "CIDEr-D: example {} (ref {}), leave-one-out {} (ref {}), max |diff| {worst:.3e}; PTB tokens identical on {same}/{} sentences",
         e2e.score,
         f(&ex["score"]),
         s2.score,
