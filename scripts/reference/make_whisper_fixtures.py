@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """faster-whisper / CTranslate2 reference transcriptions for mosaic-models (fixtures/audio/).
 
-    MOSAIC_HOME=... .venv-ref/bin/python scripts/reference/make_whisper_fixtures.py [FIXTURES_ROOT] [--part greedy,beam,vad]
+    MOSAIC_HOME=... .venv-ref/bin/python scripts/reference/make_whisper_fixtures.py [FIXTURES_ROOT] [--part greedy,beam,vad,zlib]
 
 FIXTURES_ROOT defaults to crates/mosaic-models/tests/fixtures. Model: the
 CTranslate2 Whisper tiny.en asset ($MOSAIC_HOME/assets/whisper-tiny-en/), run by
@@ -20,6 +20,7 @@ Files (layouts in crates/mosaic-models/tests/fixtures/README.md, `## audio/`):
                                       top-5 decoder logits and log-normalisers
   audio/whisper_tiny_en_timing.json   wall time per file and real-time factor (varies per run)
   audio/whisper_tiny_en_beam.json     (--part beam, ~2 min) beam_size=5 windows and segments on a subset
+  audio/zlib_sizes.json               (--part zlib, instant) zlib.compress sizes of 400 generated strings
   audio/whisper_tiny_en_vad.json      (--part vad, ~1 min) vad_filter=True chunks, windows, segments, with
                                       faster-whisper's Silero ONNX and with the silero-vad asset's model
 
@@ -666,16 +667,42 @@ def make_vad(out):
 # ---------------------------------------------------------------------------
 
 
+def make_zlib(out):
+    """audio/zlib_sizes.json: len(zlib.compress(s)) for 400 strings (faster-whisper's compression ratio)."""
+    import random
+    rng = random.Random(20240611)
+    words = "the a of to and you thank so uh um he she it was is in on one two three . , ! ? ♪ ok yes no".split()
+    cases = []
+    for i in range(400):
+        kind = i % 4
+        if kind == 0:  # text-like: few words, repeated phrases likely
+            vocab = rng.sample(words, rng.randint(2, len(words)))
+            s = " ".join(rng.choice(vocab) for _ in range(rng.randint(0, 150)))
+        elif kind == 1:  # a phrase repeated (hallucination loops)
+            phrase = " ".join(rng.choice(words) for _ in range(rng.randint(1, 8)))
+            s = (" " + phrase) * rng.randint(1, 80)
+        elif kind == 2:  # random letters (few matches; stored or fixed blocks)
+            s = "".join(rng.choice("abcdefghijklmnopqrstuvwxyz ABC.,") for _ in range(rng.randint(0, 500)))
+        else:  # long runs and near-runs
+            s = "".join(rng.choice("aab") * rng.randint(1, 120) for _ in range(rng.randint(1, 8)))
+        b = s.encode("utf-8")
+        cases.append([s, len(zlib.compress(b))])
+    write_json(os.path.join(out, "zlib_sizes.json"), dict(
+        description="len(zlib.compress(s.encode('utf-8'))) (level 6) for generated strings: text-like word "
+                    "sequences, repeated phrases, random letters, character runs",
+        zlib_version=zlib.ZLIB_RUNTIME_VERSION, python=platform.python_version(), cases=cases), compact=True)
+
+
 def parse_args():
-    """[FIXTURES_ROOT] [--part greedy,beam,vad] (default: all parts)."""
+    """[FIXTURES_ROOT] [--part greedy,beam,vad,zlib] (default: all parts)."""
     args = sys.argv[1:]
-    parts = {"greedy", "beam", "vad"}
+    parts = {"greedy", "beam", "vad", "zlib"}
     root = MODELS_FIXTURES
     i = 0
     while i < len(args):
         if args[i] == "--part":
             parts = set(args[i + 1].split(","))
-            assert parts <= {"greedy", "beam", "vad"}, parts
+            assert parts <= {"greedy", "beam", "vad", "zlib"}, parts
             i += 2
         else:
             root = args[i]
@@ -686,6 +713,8 @@ def parse_args():
 def main():
     root, parts = parse_args()
     out = out_dir("audio", [sys.argv[0], root])
+    if "zlib" in parts:
+        make_zlib(out)
     if "beam" in parts:
         make_beam(out)
     if "vad" in parts:

@@ -31,6 +31,7 @@ use crate::weights::Weights;
 
 pub mod decoding;
 pub mod transcribe;
+mod zlib;
 
 pub use decoding::{
     Attempt, DecodeOptions, FallbackOptions, Generated, SampleRng, WhisperTokens, apply_rules,
@@ -74,11 +75,142 @@ fn heads_merge(x: &Tensor) -> Result<Tensor> {
 
 fn attend(q: &Tensor, k: &Tensor, v: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
     let hd = q.dim(3)?;
-    let mut s = (q.matmul(&k.t()?)? * (1.0 / (hd as f64).sqrt()))?;
+    let scale = 1.0 / (hd as f64).sqrt();
+    let mut s = q.matmul(&k.t()?)?;
     if let Some(b) = bias {
+        // Masked entries are -inf: scaling after the mask changes nothing.
         s = s.broadcast_add(b)?;
     }
-    Ok(softmax_last_dim(&s)?.matmul(v)?)
+    let p = if s.device().is_cpu() && s.dtype() == DType::F32 {
+        s.contiguous()?
+            .apply_op1_no_bwd(&fused::ScaledSoftmax(scale as f32))?
+    } else {
+        softmax_last_dim(&(s * scale)?)?
+    };
+    Ok(p.matmul(v)?)
+}
+
+/// GELU (erf) in one pass (inference only).
+fn gelu(x: &Tensor) -> Result<Tensor> {
+    if x.device().is_cpu() {
+        Ok(x.gelu_erf()?)
+    } else {
+        gelu_erf(x)
+    }
+}
+
+/// LayerNorm in one pass over each row (inference only; f64 statistics).
+fn layer_norm(ln: &LayerNorm, x: &Tensor) -> Result<Tensor> {
+    if !x.device().is_cpu() || x.dtype() != DType::F32 {
+        return ln.forward(x);
+    }
+    let op = fused::LayerNormOp {
+        weight: ln.weight.to_vec1::<f32>()?,
+        bias: ln.bias.to_vec1::<f32>()?,
+        eps: ln.eps,
+    };
+    Ok(x.contiguous()?.apply_op1_no_bwd(&op)?)
+}
+
+/// Single-pass CPU kernels for inference (no backward: they report
+/// `BackwardNotSupported` if a gradient is asked for, never a silent zero).
+mod fused {
+    use candle_core::{CpuStorage, CustomOp1, Layout, Shape};
+
+    fn rows_f32<'a>(
+        name: &str,
+        s: &'a CpuStorage,
+        l: &Layout,
+    ) -> candle_core::Result<(&'a [f32], usize)> {
+        let CpuStorage::F32(v) = s else {
+            candle_core::bail!("{name}: f32 only");
+        };
+        let Some((a, b)) = l.contiguous_offsets() else {
+            candle_core::bail!("{name}: contiguous input only");
+        };
+        let d = *l.dims().last().unwrap_or(&1);
+        Ok((&v[a..b], d.max(1)))
+    }
+
+    /// Applies `f` to every row of `x` (`d` values each) into a new buffer,
+    /// on up to `get_num_threads()` threads for large inputs.
+    fn par_rows(x: &[f32], d: usize, f: impl Fn(&[f32], &mut [f32]) + Sync) -> Vec<f32> {
+        let mut out = vec![0f32; x.len()];
+        let rows = x.len() / d;
+        let threads = candle_core::utils::get_num_threads().clamp(1, rows.max(1));
+        if threads == 1 || x.len() < 1 << 15 {
+            for (i, o) in x.chunks(d).zip(out.chunks_mut(d)) {
+                f(i, o);
+            }
+            return out;
+        }
+        let per = rows.div_ceil(threads) * d;
+        std::thread::scope(|sc| {
+            for (xi, oi) in x.chunks(per).zip(out.chunks_mut(per)) {
+                let f = &f;
+                sc.spawn(move || {
+                    for (i, o) in xi.chunks(d).zip(oi.chunks_mut(d)) {
+                        f(i, o);
+                    }
+                });
+            }
+        });
+        out
+    }
+
+    /// `softmax(scale · x)` over the last dimension.
+    pub struct ScaledSoftmax(pub f32);
+
+    impl CustomOp1 for ScaledSoftmax {
+        fn name(&self) -> &'static str {
+            "whisper-scaled-softmax"
+        }
+
+        fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+            let (x, d) = rows_f32(self.name(), s, l)?;
+            let scale = self.0;
+            let out = par_rows(x, d, |r, o| {
+                let m = r.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                let mut sum = 0f32;
+                for (v, y) in r.iter().zip(o.iter_mut()) {
+                    *y = ((v - m) * scale).exp();
+                    sum += *y;
+                }
+                let inv = 1.0 / sum;
+                o.iter_mut().for_each(|y| *y *= inv);
+            });
+            Ok((CpuStorage::F32(out), l.shape().clone()))
+        }
+    }
+
+    /// LayerNorm over the last dimension with weight and bias.
+    pub struct LayerNormOp {
+        pub weight: Vec<f32>,
+        pub bias: Vec<f32>,
+        pub eps: f64,
+    }
+
+    impl CustomOp1 for LayerNormOp {
+        fn name(&self) -> &'static str {
+            "whisper-layer-norm"
+        }
+
+        fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+            let (x, d) = rows_f32(self.name(), s, l)?;
+            if d != self.weight.len() || d != self.bias.len() {
+                candle_core::bail!("layer norm of width {} on rows of {d}", self.weight.len());
+            }
+            let out = par_rows(x, d, |r, o| {
+                let mean = r.iter().map(|&v| v as f64).sum::<f64>() / d as f64;
+                let var = r.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / d as f64;
+                let inv = 1.0 / (var + self.eps).sqrt();
+                for (i, (v, y)) in r.iter().zip(o.iter_mut()).enumerate() {
+                    *y = (((*v as f64 - mean) * inv) as f32) * self.weight[i] + self.bias[i];
+                }
+            });
+            Ok((CpuStorage::F32(out), l.shape().clone()))
+        }
+    }
 }
 
 /// Cross-attention of `q` `[B, h, n, hd]` over keys/values `[Bk, h, T, hd]`;
@@ -701,11 +833,11 @@ impl WhisperModel {
                 message: format!("{m} mel bins, the model takes {}", self.n_mels),
             });
         }
-        let x = gelu_erf(
+        let x = gelu(
             &mel.conv1d(&self.conv1.0, 1, 1, 1, 1)?
                 .broadcast_add(&self.conv1.1.reshape((1, (), 1))?)?,
         )?;
-        let x = gelu_erf(
+        let x = gelu(
             &x.conv1d(&self.conv2.0, 1, 2, 1, 1)?
                 .broadcast_add(&self.conv2.1.reshape((1, (), 1))?)?,
         )?;
@@ -719,16 +851,16 @@ impl WhisperModel {
         }
         let mut x = x.broadcast_add(&self.enc_pos.narrow(0, 0, t)?.unsqueeze(0)?)?;
         for l in &self.enc_layers {
-            let h = l.attn_ln.forward(&x)?;
+            let h = layer_norm(&l.attn_ln, &x)?;
             let qkv = l.qkv.forward(&h)?;
             let q = heads_split(&qkv.narrow(2, 0, self.d)?, self.enc_heads)?;
             let k = heads_split(&qkv.narrow(2, self.d, self.d)?, self.enc_heads)?;
             let v = heads_split(&qkv.narrow(2, 2 * self.d, self.d)?, self.enc_heads)?;
             x = (x + l.out.forward(&heads_merge(&attend(&q, &k, &v, None)?)?)?)?;
-            let h = l.ffn_ln.forward(&x)?;
-            x = (&x + l.fc2.forward(&gelu_erf(&l.fc1.forward(&h)?)?)?)?;
+            let h = layer_norm(&l.ffn_ln, &x)?;
+            x = (&x + l.fc2.forward(&gelu(&l.fc1.forward(&h)?)?)?)?;
         }
-        self.enc_ln.forward(&x)
+        layer_norm(&self.enc_ln, &x)
     }
 
     /// Starts a decoding run over `encoder_out` `[B, T_enc, d]`. With
@@ -769,7 +901,7 @@ impl WhisperModel {
     }
 
     fn logits(&self, h: &Tensor) -> Result<Tensor> {
-        let h = self.dec_ln.forward(h)?;
+        let h = layer_norm(&self.dec_ln, h)?;
         let w = self.proj.as_ref().unwrap_or(&self.embed);
         Ok(h.broadcast_matmul(&w.t()?)?)
     }
@@ -845,7 +977,7 @@ impl WhisperModel {
             None
         };
         for (li, l) in self.dec_layers.iter().enumerate() {
-            let h = l.self_ln.forward(&x)?;
+            let h = layer_norm(&l.self_ln, &x)?;
             let qkv = l.self_qkv.forward(&h)?;
             let q = heads_split(&qkv.narrow(2, 0, self.d)?, self.dec_heads)?;
             let mut k = heads_split(&qkv.narrow(2, self.d, self.d)?, self.dec_heads)?;
@@ -858,14 +990,14 @@ impl WhisperModel {
             x = (x + l
                 .self_out
                 .forward(&heads_merge(&attend(&q, &k, &v, bias.as_ref())?)?)?)?;
-            let h = l.cross_ln.forward(&x)?;
+            let h = layer_norm(&l.cross_ln, &x)?;
             let q = heads_split(&l.cross_q.forward(&h)?, self.dec_heads)?;
             let (ck, cv) = &state.cross[li];
             x = (x + l
                 .cross_out
                 .forward(&heads_merge(&cross_attend(&q, ck, cv)?)?)?)?;
-            let h = l.ffn_ln.forward(&x)?;
-            x = (&x + l.fc2.forward(&gelu_erf(&l.fc1.forward(&h)?)?)?)?;
+            let h = layer_norm(&l.ffn_ln, &x)?;
+            x = (&x + l.fc2.forward(&gelu(&l.fc1.forward(&h)?)?)?)?;
         }
         state.len = total;
         Ok(x)

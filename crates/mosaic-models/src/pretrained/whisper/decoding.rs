@@ -651,18 +651,22 @@ impl WhisperModel {
 }
 
 /// `len(utf8) / len(zlib.compress(utf8))` of `text`, as faster-whisper
-/// computes it (zlib format, default level 6). A high ratio means
+/// computes it: the compressed size is zlib 1.2's at level 6, reproduced
+/// exactly (other deflate implementations choose other matches); texts
+/// over 16 000 bytes fall back to this crate's deflate. A high ratio means
 /// repetitive text.
 pub fn compression_ratio(text: &str) -> f64 {
     let bytes = text.as_bytes();
-    let mut enc = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::new(6));
-    // Writing to a Vec cannot fail.
-    let _ = enc.write_all(bytes);
-    let z = enc.finish().unwrap_or_default();
-    if z.is_empty() {
+    let z = super::zlib::compressed_len(bytes).unwrap_or_else(|| {
+        let mut enc = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::new(6));
+        // Writing to a Vec cannot fail.
+        let _ = enc.write_all(bytes);
+        enc.finish().map(|v| v.len()).unwrap_or(0)
+    });
+    if z == 0 {
         return 0.0;
     }
-    bytes.len() as f64 / z.len() as f64
+    bytes.len() as f64 / z as f64
 }
 
 /// faster-whisper's temperature fallback settings (its defaults).
@@ -787,6 +791,7 @@ mod tests {
     fn compression_ratio_matches_zlib() {
         // Python: len(b) / len(zlib.compress(b)) for these strings.
         assert_eq!(compression_ratio(""), 0.0);
+        assert_eq!(compression_ratio("abc"), 3.0 / 11.0);
         let rep = "the the the the the the the the the the the the the the the the";
         assert!(compression_ratio(rep) > 2.4, "{}", compression_ratio(rep));
         let plain = "He might even have been made amiable himself.";
