@@ -6,6 +6,8 @@ mod data;
 mod embed;
 mod eval;
 mod model;
+#[cfg(feature = "ocr")]
+mod ocr;
 mod quickstart;
 mod train;
 mod transcribe;
@@ -46,6 +48,9 @@ struct Cli {
 enum Command {
     /// ImageNet classes of images with EfficientNet-Lite (e.g. efficientnet-lite0).
     Classify(classify::ClassifyArgs),
+    /// Lines of text in images with PP-OCRv4, as rapidocr reads them (e.g. pp-ocrv4).
+    #[cfg(feature = "ocr")]
+    Ocr(ocr::OcrArgs),
     /// Zero-shot label probabilities from a CLIP/SigLIP model, with prompt templates.
     ZeroShot(zeroshot::ZeroShotArgs),
     /// Speech to text with segment timestamps (e.g. whisper-tiny-en).
@@ -335,6 +340,8 @@ fn run(cli: Cli) -> Result<()> {
         Command::Train(args) => train::run_cli(args, &open_store()?)?,
         Command::Embed(args) => embed::run(args, &open_store()?)?,
         Command::Classify(args) => classify::run(args, &open_store()?)?,
+        #[cfg(feature = "ocr")]
+        Command::Ocr(args) => ocr::run(args, &open_store()?)?,
         Command::ZeroShot(args) => zeroshot::run(args, &open_store()?)?,
         Command::Transcribe(args) => transcribe::run(args, &open_store()?)?,
         Command::Eval(args) => eval::run(args, &open_store)?,
