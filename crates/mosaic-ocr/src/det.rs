@@ -188,7 +188,7 @@ pub(crate) fn boxes_from_prob(
             continue;
         }
         let expanded = unclip(&points, opts.unclip_ratio);
-        if expanded.len() < 1 {
+        if expanded.is_empty() {
             continue;
         }
         let (b, sside) = mini_box(&expanded);
