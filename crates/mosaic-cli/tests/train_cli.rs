@@ -136,7 +136,7 @@ fn kill_nine_then_resume_repeats_the_uninterrupted_losses_exactly() {
     // Every checkpoint folder present is complete; no temporary folder is taken as one.
     for e in std::fs::read_dir(out.join("checkpoints")).unwrap() {
         let p = e.unwrap().path();
-        if p.is_dir() && !p.extension().is_some_and(|x| x == "tmp") {
+        if p.is_dir() && p.extension().is_none_or(|x| x != "tmp") {
             for f in ["model.safetensors", "optimizer.safetensors", "state.json"] {
                 assert!(p.join(f).is_file(), "{} lacks {f}", p.display());
             }

@@ -122,10 +122,8 @@ pub(crate) fn offset_round(path: &[[i64; 2]], delta: f64) -> Vec<[i64; 2]> {
                 out.push(at(src[j], nk));
                 continue; // k stays: Clipper returns before `k = j`
             }
-        } else if sin_a > 1.0 {
-            sin_a = 1.0;
-        } else if sin_a < -1.0 {
-            sin_a = -1.0;
+        } else {
+            sin_a = sin_a.clamp(-1.0, 1.0);
         }
         if sin_a * delta < 0.0 {
             out.push(at(src[j], nk));

@@ -221,6 +221,8 @@ pub(crate) fn perspective_transform(src: &[[f32; 2]; 4], dst: &[[f32; 2]; 4]) ->
         let d = -1.0 / a[i][i];
         for j in i + 1..m {
             let alpha = a[j][i] * d;
+            // Rows j and i of the same matrix: indices, as OpenCV writes it.
+            #[allow(clippy::needless_range_loop)]
             for c in i + 1..m {
                 a[j][c] += alpha * a[i][c];
             }
