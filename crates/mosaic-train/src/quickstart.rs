@@ -567,6 +567,32 @@ impl Tower {
         Ok(Tensor::cat(&out, 0)?)
     }
 
+    /// AdamW (2e-3, decay 0.01) with warm-up + cosine over `steps`, gradient
+    /// clipping at 1, one checkpoint at the end in `out_dir`.
+    fn trainer(&self, out_dir: PathBuf, steps: usize, progress: bool) -> Result<Trainer> {
+        Trainer::new(
+            self.params.clone(),
+            Box::new(AdamW::new(self.params.vars(), 2e-3, 0.01)),
+            Some(Schedule::new(
+                ScheduleKind::Cosine { num_cycles: 0.5 },
+                2e-3,
+                steps / 20,
+                steps,
+            )?),
+            TrainerOptions {
+                out_dir,
+                steps,
+                log_every: 20,
+                eval_every: 0,
+                checkpoint_every: 0,
+                grad_clip: Some(1.0),
+                best_metric: None,
+                keep_checkpoints: 1,
+                progress,
+            },
+        )
+    }
+
     /// CLIP loss of `a` (this tower's embeddings) against fixed `b`.
     fn clip(&self, a: &Tensor, b: &Tensor) -> Result<Tensor> {
         let logits = a.matmul(&b.t()?)?.broadcast_mul(&self.logit_scale.exp()?)?;
@@ -657,27 +683,7 @@ pub fn lit_phase(
     )?;
     let run_dir = opts.out_dir.join("lit");
     let _ = std::fs::remove_dir_all(&run_dir);
-    let mut trainer = Trainer::new(
-        tower.params.clone(),
-        Box::new(AdamW::new(tower.params.vars(), 2e-3, 0.01)),
-        Some(Schedule::new(
-            ScheduleKind::Cosine { num_cycles: 0.5 },
-            2e-3,
-            steps / 20,
-            steps,
-        )?),
-        TrainerOptions {
-            out_dir: run_dir.clone(),
-            steps,
-            log_every: 20,
-            eval_every: 0,
-            checkpoint_every: 0,
-            grad_clip: Some(1.0),
-            best_metric: None,
-            keep_checkpoints: 1,
-            progress: opts.progress,
-        },
-    )?;
+    let mut trainer = tower.trainer(run_dir.clone(), steps, opts.progress)?;
     let mut task = LitTask {
         tower: &tower,
         data: train,
@@ -905,27 +911,7 @@ pub fn speech_phase(
     )?;
     let run_dir = opts.out_dir.join("speech");
     let _ = std::fs::remove_dir_all(&run_dir);
-    let mut trainer = Trainer::new(
-        tower.params.clone(),
-        Box::new(AdamW::new(tower.params.vars(), 2e-3, 0.01)),
-        Some(Schedule::new(
-            ScheduleKind::Cosine { num_cycles: 0.5 },
-            2e-3,
-            steps / 20,
-            steps,
-        )?),
-        TrainerOptions {
-            out_dir: run_dir.clone(),
-            steps,
-            log_every: 20,
-            eval_every: 0,
-            checkpoint_every: 0,
-            grad_clip: Some(1.0),
-            best_metric: None,
-            keep_checkpoints: 1,
-            progress: opts.progress,
-        },
-    )?;
+    let mut trainer = tower.trainer(run_dir.clone(), steps, opts.progress)?;
     let mut task = SpeechTask {
         tower: &tower,
         speech: &train_speech,

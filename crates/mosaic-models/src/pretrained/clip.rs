@@ -109,12 +109,7 @@ pub struct ClipModel {
 impl ClipModel {
     /// Loads `config.json` + `model.safetensors` (f32, CPU).
     pub fn from_pretrained(dir: &Path) -> Result<Self> {
-        let file = dir.join("config.json");
-        let text = std::fs::read_to_string(&file).map_err(|e| mosaic_core::Error::io(&file, e))?;
-        let config: ClipConfig = serde_json::from_str(&text).map_err(|e| Error::Config {
-            source_name: file.display().to_string(),
-            message: e.to_string(),
-        })?;
+        let config: ClipConfig = crate::pretrained::read_config(dir)?;
         let w = Weights::load(dir, &Device::Cpu, DType::F32)?;
         let model = Self::new(config, &w)?;
         w.check_unused(&["*position_ids"])?;

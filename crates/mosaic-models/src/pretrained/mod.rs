@@ -58,8 +58,9 @@ pub fn read_model_type(dir: &Path) -> Result<String> {
 }
 
 /// `model_type` values [`read_model_type`] callers can load.
-pub const SUPPORTED_MODEL_TYPES: &[&str] =
-    &["bert", "blip", "clip", "llava", "resnet", "siglip", "vit"];
+pub const SUPPORTED_MODEL_TYPES: &[&str] = &[
+    "bert", "blip", "clip", "llava", "resnet", "siglip", "vit", "whisper",
+];
 
 /// The error for a `model_type` no loader handles, listing those that are.
 pub fn unsupported_model_type(dir: &Path, model_type: &str) -> Error {
@@ -87,6 +88,8 @@ pub enum PretrainedModel {
     ResNet(ResNetModel),
     /// LLaVA.
     Llava(Box<LlavaModel>),
+    /// Whisper (Hugging Face layout).
+    Whisper(Box<WhisperModel>),
     /// BLIP (retrieval/ITM or captioning).
     Blip(Box<BlipModel>),
 }
@@ -102,6 +105,7 @@ pub fn load_any(dir: &Path) -> Result<PretrainedModel> {
         "vit" => PretrainedModel::Vit(VitModel::from_pretrained(dir)?),
         "resnet" => PretrainedModel::ResNet(ResNetModel::from_pretrained(dir)?),
         "blip" => PretrainedModel::Blip(Box::new(BlipModel::from_pretrained(dir)?)),
+        "whisper" => PretrainedModel::Whisper(Box::new(WhisperModel::from_hf_dir(dir)?)),
         "llava" => PretrainedModel::Llava(Box::new(LlavaModel::from_pretrained(dir)?)),
         other => return Err(unsupported_model_type(dir, other)),
     })
