@@ -6,6 +6,8 @@
 //!             [--manifest M.jsonl --group-by FIELD] [--typo-sweep 0,0.05,0.1]
 //! mosaic eval retrieval --a A.npy|A.safetensors --b B.npy|B.safetensors --out DIR
 //! mosaic eval sentences --model minilm-l6-v2 --pairs PAIRS.jsonl --out DIR [--group-by FIELD] [--typo-sweep ...]
+//! mosaic eval model --model runs/quickstart/image-text/model --manifest test.jsonl --out DIR
+//!             [--template T]... [--noise 0,0.1] [--blur ..] [--jpeg ..] [--occlusion ..] [--group-by FIELD]
 //! mosaic eval compare RUN_A RUN_B
 //! ```
 
@@ -129,6 +131,9 @@ enum EvalCommand {
         #[arg(long)]
         name: Option<String>,
     },
+    /// A trained Mosaic model (e.g. the quickstart's) on an image manifest:
+    /// zero-shot classification, retrieval, robustness and group breakdowns.
+    Model(Box<crate::eval_model::ModelEvalArgs>),
     /// Print the differences between two run folders' metrics.
     Compare {
         /// Run folder (or report.json) A.
@@ -159,6 +164,7 @@ fn finish(mut report: Report, out: &Path) -> Result<()> {
 pub fn run(args: EvalArgs, open_store: &dyn Fn() -> Result<AssetStore>) -> Result<()> {
     match args.command {
         None => text(args.text),
+        Some(EvalCommand::Model(m)) => crate::eval_model::run(*m, open_store),
         Some(EvalCommand::Compare { run_a, run_b }) => {
             let a = Report::load(&run_a)?;
             let b = Report::load(&run_b)?;

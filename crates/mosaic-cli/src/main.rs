@@ -5,6 +5,7 @@ mod classify;
 mod data;
 mod embed;
 mod eval;
+mod eval_model;
 mod model;
 #[cfg(feature = "ocr")]
 mod ocr;

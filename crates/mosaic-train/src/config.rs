@@ -3,9 +3,10 @@
 //!
 //! Data: the built-in `fashion_mnist` image–caption source (in memory,
 //! deterministic batches by step, optional class subset) — the data the
-//! quickstart and the acceptance runs use.
+//! quickstart and the acceptance runs use — or `manifest`: any JSONL
+//! manifest, read through a pipeline derived from the architecture
+//! ([`crate::manifest`]).
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device};
@@ -78,11 +79,50 @@ pub struct ModelSection {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DataSection {
-    /// `fashion_mnist`.
+    /// `fashion_mnist` (the built-in image–caption source) or `manifest`
+    /// (any JSONL manifest; see [`crate::manifest`]).
     pub source: String,
-    /// Training classes (default: all 10).
+    /// `fashion_mnist`: training classes (default: all 10).
     #[serde(default)]
     pub classes: Option<Vec<u32>>,
+    /// `manifest`: the training manifest (relative to the config's folder).
+    #[serde(default)]
+    pub train: Option<PathBuf>,
+    /// `manifest`: the evaluation manifest.
+    #[serde(default)]
+    pub eval: Option<PathBuf>,
+    /// `manifest`: tokenizer for text (asset name, folder or tokenizer.json).
+    #[serde(default)]
+    pub tokenizer: Option<String>,
+    /// `manifest`: class names in index order (classifier heads).
+    #[serde(default)]
+    pub class_names: Option<Vec<String>>,
+    /// `manifest`: image normalisation mean (default 0.5).
+    #[serde(default)]
+    pub image_mean: Option<f32>,
+    /// `manifest`: image normalisation std (default 0.5).
+    #[serde(default)]
+    pub image_std: Option<f32>,
+}
+
+impl DataSection {
+    /// The manifest settings (for `source = "manifest"`).
+    pub fn manifest(&self) -> Result<crate::manifest::ManifestData> {
+        let train = self.train.clone().ok_or_else(|| {
+            cfg_err(
+                "data.train",
+                "`source = \"manifest\"` needs a training manifest",
+            )
+        })?;
+        Ok(crate::manifest::ManifestData {
+            train,
+            eval: self.eval.clone(),
+            tokenizer: self.tokenizer.clone(),
+            classes: self.class_names.clone(),
+            image_mean: self.image_mean.unwrap_or(0.5),
+            image_std: self.image_std.unwrap_or(0.5),
+        })
+    }
 }
 
 /// `[optimizer]`.
@@ -169,6 +209,15 @@ impl TrainConfig {
             mosaic_core::config::ConfigFormat::Toml,
             path,
         )?;
+        let folder = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+        for p in [cfg.data.train.as_mut(), cfg.data.eval.as_mut()]
+            .into_iter()
+            .flatten()
+        {
+            if p.is_relative() {
+                *p = folder.join(&*p);
+            }
+        }
         if cfg.model.arch.is_relative() {
             cfg.model.arch = path
                 .parent()
@@ -236,14 +285,60 @@ impl TrainConfig {
         if let Some(s) = &self.schedule {
             self.schedule_kind(s)?;
         }
-        if self.data.source != "fashion_mnist" {
-            return Err(cfg_err(
-                "data.source",
-                format!(
-                    "unknown source `{}` (known: fashion_mnist)",
-                    self.data.source
-                ),
-            ));
+        let d = &self.data;
+        match d.source.as_str() {
+            "fashion_mnist" => {
+                for (key, set) in [
+                    ("data.train", d.train.is_some()),
+                    ("data.eval", d.eval.is_some()),
+                    ("data.tokenizer", d.tokenizer.is_some()),
+                    ("data.class_names", d.class_names.is_some()),
+                    ("data.image_mean", d.image_mean.is_some()),
+                    ("data.image_std", d.image_std.is_some()),
+                ] {
+                    if set {
+                        return Err(cfg_err(key, "only used with `source = \"manifest\"`"));
+                    }
+                }
+            }
+            "manifest" => {
+                if d.classes.is_some() {
+                    return Err(cfg_err(
+                        "data.classes",
+                        "class ids select Fashion-MNIST classes; a manifest takes `class_names`",
+                    ));
+                }
+                for (key, p) in [
+                    ("data.train", d.train.as_ref()),
+                    ("data.eval", d.eval.as_ref()),
+                ] {
+                    match p {
+                        Some(p) if !p.is_file() => {
+                            return Err(cfg_err(key, format!("{} is not a file", p.display())));
+                        }
+                        None if key == "data.train" => {
+                            return Err(cfg_err(
+                                key,
+                                "`source = \"manifest\"` needs a training manifest",
+                            ));
+                        }
+                        _ => {}
+                    }
+                }
+                let std = d.image_std.unwrap_or(0.5);
+                if !(std > 0.0 && std.is_finite()) || !d.image_mean.unwrap_or(0.5).is_finite() {
+                    return Err(cfg_err(
+                        "data.image_std",
+                        format!("{std} must be a positive number"),
+                    ));
+                }
+            }
+            other => {
+                return Err(cfg_err(
+                    "data.source",
+                    format!("unknown source `{other}` (known: fashion_mnist, manifest)"),
+                ));
+            }
         }
         if let Some(c) = &self.data.classes {
             if c.len() < 2 || c.iter().any(|&x| x as usize >= CLASSES.len()) {
@@ -295,6 +390,41 @@ pub fn run(
         )?),
         None => None,
     };
+    let options = |best: Option<String>| TrainerOptions {
+        out_dir: cfg.run.out_dir.clone(),
+        steps: cfg.run.steps,
+        log_every: cfg.run.log_every.max(1),
+        eval_every: cfg.run.eval_every,
+        checkpoint_every: cfg.run.checkpoint_every,
+        grad_clip: cfg.run.grad_clip,
+        best_metric: best,
+        keep_checkpoints: 2,
+        progress,
+    };
+    if cfg.data.source == "manifest" {
+        let data = cfg.data.manifest()?;
+        let mut task = crate::manifest::ManifestRun::new(
+            &model,
+            &data,
+            store,
+            cfg.run.batch_size,
+            cfg.run.seed,
+            cfg.run.accumulation_steps,
+        )?;
+        // Best checkpoint: the first classifier's accuracy, else the first
+        // contrastive head's R@1 (only with an evaluation manifest).
+        let best = data.eval.as_ref().and_then(|_| {
+            arch.heads.iter().find_map(|(name, h)| match h {
+                mosaic_models::arch::HeadConfig::Classifier { .. } => {
+                    Some(format!("accuracy_{name}"))
+                }
+                mosaic_models::arch::HeadConfig::Contrastive { .. } => Some(format!("r1_{name}")),
+                _ => None,
+            })
+        });
+        let mut trainer = Trainer::new(model.params().clone(), optimizer, schedule, options(best))?;
+        return trainer.run(&mut task, resume);
+    }
     let (train, test) = crate::quickstart::fashion_mnist(store, progress)?;
     let classes: Vec<u32> = cfg
         .data
@@ -315,19 +445,7 @@ pub fn run(
         model.params().clone(),
         optimizer,
         schedule,
-        TrainerOptions {
-            out_dir: cfg.run.out_dir.clone(),
-            steps: cfg.run.steps,
-            log_every: cfg.run.log_every.max(1),
-            eval_every: cfg.run.eval_every,
-            checkpoint_every: cfg.run.checkpoint_every,
-            grad_clip: cfg.run.grad_clip,
-            best_metric: Some("zero_shot_accuracy".into()),
-            keep_checkpoints: 2,
-            progress,
-        },
+        options(Some("zero_shot_accuracy".into())),
     )?;
-    let s = trainer.run(&mut task, resume)?;
-    let _ = BTreeMap::<String, f64>::new();
-    Ok(s)
+    trainer.run(&mut task, resume)
 }

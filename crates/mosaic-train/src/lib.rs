@@ -29,6 +29,7 @@ pub mod config;
 pub mod error;
 pub mod gradcache;
 pub mod loss;
+pub mod manifest;
 pub mod optim;
 pub mod plot;
 pub mod quickstart;

@@ -156,7 +156,7 @@ fn permutation(n: usize, seed: u64, epoch: usize) -> Vec<u32> {
 }
 
 /// Batch indices of `step`: epochs are seeded permutations, walked in order.
-fn batch_indices(n: usize, batch: usize, seed: u64, step: usize) -> Vec<u32> {
+pub(crate) fn batch_indices(n: usize, batch: usize, seed: u64, step: usize) -> Vec<u32> {
     let per_epoch = n / batch;
     let epoch = step / per_epoch;
     let k = step % per_epoch;

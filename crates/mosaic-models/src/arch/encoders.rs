@@ -10,7 +10,7 @@ use crate::arch::config::{EncoderConfig, Positions, VideoAttention};
 use crate::encoder::{Encoder, Features};
 use crate::error::{Error, Result};
 use crate::nn::attention::patchify;
-use crate::nn::blocks::{BlockSpec, Embedding, Transformer, key_bias, layer_norm};
+use crate::nn::blocks::{BlockSpec, Embedding, PromptTokens, Transformer, key_bias, layer_norm};
 use crate::nn::params::{Dense, Init, ParamStore};
 use crate::nn::{Activation, LayerNorm, MultiHeadAttention, TransformerBlock, conv1d};
 
@@ -226,11 +226,28 @@ impl Encoder for TextEncoder {
         self.dim
     }
     fn encode(&self, batch: &ModalityBatch) -> Result<Features> {
+        self.encode_prompted(batch, None)
+    }
+}
+
+impl TextEncoder {
+    /// [`Encoder::encode`] with learnable context tokens (prompt tuning,
+    /// CoOp) placed before the token embeddings (after their positions are
+    /// added); the pooled vector averages prompts and real tokens.
+    pub fn encode_prompted(
+        &self,
+        batch: &ModalityBatch,
+        prompts: Option<&PromptTokens>,
+    ) -> Result<Features> {
         let (ids, mask) = text_ids(batch, Some(self.max_len))?;
         let mut x = self.emb.forward(&ids)?;
         if let Some(pos) = &self.pos {
             x = x.broadcast_add(&pos.narrow(0, 0, ids.dim(1)?)?.unsqueeze(0)?)?;
         }
+        let (x, mask) = match prompts {
+            Some(p) => p.prepend(&x, mask.as_ref())?,
+            None => (x, mask),
+        };
         let bias = mask.as_ref().map(|m| key_bias(m, x.dtype())).transpose()?;
         let tokens = self.body.forward(&x, bias.as_ref(), None)?;
         let pooled = masked_mean(&tokens, mask.as_ref())?;

@@ -246,6 +246,27 @@ impl MultimodalModel {
     /// contrastive head, computed from the batch's `modality` alone (the
     /// other side need not be present): for retrieval and zero-shot.
     pub fn embed(&self, batch: &Batch, head: &str, modality: Modality) -> Result<Tensor> {
+        let mb = batch
+            .modalities
+            .get(&modality)
+            .ok_or_else(|| Error::InvalidInput {
+                what: "batch".into(),
+                message: format!("modality `{modality}` is missing"),
+            })?;
+        let enc = self
+            .encoders
+            .get(&modality)
+            .ok_or_else(|| Error::InvalidInput {
+                what: "model".into(),
+                message: format!("no encoder for `{modality}`"),
+            })?;
+        self.embed_features(head, modality, &enc.encode(mb)?)
+    }
+
+    /// [`MultimodalModel::embed`] from encoder features computed elsewhere
+    /// (e.g. [`crate::arch::encoders::TextEncoder::encode_prompted`] for
+    /// prompt tuning): the fusion's and the head's projections, normalised.
+    pub fn embed_features(&self, head: &str, modality: Modality, f: &Features) -> Result<Tensor> {
         let Some(Head::Contrastive {
             modalities, proj, ..
         }) = self.heads.get(head)
@@ -265,26 +286,11 @@ impl MultimodalModel {
                     modalities[0], modalities[1]
                 ),
             })?;
-        let mb = batch
-            .modalities
-            .get(&modality)
-            .ok_or_else(|| Error::InvalidInput {
-                what: "batch".into(),
-                message: format!("modality `{modality}` is missing"),
-            })?;
-        let enc = self
-            .encoders
-            .get(&modality)
-            .ok_or_else(|| Error::InvalidInput {
-                what: "model".into(),
-                message: format!("no encoder for `{modality}`"),
-            })?;
-        let f = enc.encode(mb)?;
         let v = match &self.fusion {
             Fusion::Late { proj: p } | Fusion::Gated { proj: p, .. } => {
                 p[&modality].forward(&f.pooled)?
             }
-            _ => f.pooled,
+            _ => f.pooled.clone(),
         };
         l2_normalize(&proj[side].forward(&v)?)
     }
