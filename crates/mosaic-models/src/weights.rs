@@ -155,6 +155,19 @@ impl Weights {
             .insert(name.to_string());
     }
 
+    /// The weight `name` whatever its shape, marked as used: for tensors a
+    /// converter knowingly discards (and says so), so that
+    /// [`Weights::check_unused`] still catches every other stray tensor.
+    pub fn get_unchecked(&self, name: &str) -> Result<Tensor> {
+        let t = self.tensors.get(name).ok_or_else(|| Error::Weight {
+            checkpoint: self.source.clone(),
+            name: name.to_string(),
+            message: "missing".into(),
+        })?;
+        self.mark_used(name);
+        Ok(t.clone())
+    }
+
     /// The weight `name`, which must have `shape`. Old BERT checkpoints
     /// name LayerNorm parameters `gamma`/`beta`; those are accepted too.
     pub fn get(&self, name: &str, shape: &[usize]) -> Result<Tensor> {

@@ -41,6 +41,162 @@ pub enum VideoAttention {
     Divided,
 }
 
+/// An activation, named as in Hugging Face configs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Act {
+    /// Exact (erf) GELU.
+    #[default]
+    Gelu,
+    /// The tanh approximation (`gelu_new`, `gelu_pytorch_tanh`).
+    GeluTanh,
+    /// CLIP's `x σ(1.702 x)`.
+    QuickGelu,
+    /// ReLU.
+    Relu,
+    /// SiLU / swish (with `gated_mlp`: SwiGLU).
+    Silu,
+}
+
+impl Act {
+    /// The building-block activation.
+    pub fn activation(self) -> crate::nn::Activation {
+        use crate::nn::Activation as A;
+        match self {
+            Act::Gelu => A::Gelu,
+            Act::GeluTanh => A::GeluTanh,
+            Act::QuickGelu => A::QuickGelu,
+            Act::Relu => A::Relu,
+            Act::Silu => A::Silu,
+        }
+    }
+
+    /// Parses a Hugging Face `hidden_act`.
+    pub fn from_hf(name: &str) -> Option<Self> {
+        Some(match name {
+            "gelu" => Act::Gelu,
+            "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => Act::GeluTanh,
+            "quick_gelu" => Act::QuickGelu,
+            "relu" => Act::Relu,
+            "silu" | "swish" => Act::Silu,
+            _ => return None,
+        })
+    }
+}
+
+fn eps_default() -> f64 {
+    1e-5
+}
+fn theta_default() -> f64 {
+    10000.0
+}
+
+/// Settings of the transformer blocks of an encoder or fusion (`block =
+/// { ... }`). Every key has a default, and the defaults are the blocks
+/// Mosaic always built (pre-norm LayerNorm, eps 1e-5, exact GELU MLP, biases
+/// everywhere), so configs without the table are unchanged. The other values
+/// exist to reproduce published architectures exactly (BERT-style post-norm,
+/// Llama's RMSNorm + SwiGLU + grouped-query attention, CLIP's quick GELU).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BlockOptions {
+    /// Norm before (true) or after (false) each sub-layer.
+    #[serde(default = "yes")]
+    pub pre_norm: bool,
+    /// Norm epsilon (BERT / ViLT: 1e-12, Llama: 1e-5 or 1e-6).
+    #[serde(default = "eps_default")]
+    pub eps: f64,
+    /// RMSNorm (scale only) instead of LayerNorm.
+    #[serde(default)]
+    pub rms_norm: bool,
+    /// MLP activation.
+    #[serde(default)]
+    pub act: Act,
+    /// Gated MLP `fc2(act(gate x) · fc1 x)` (SwiGLU with `act = "silu"`).
+    #[serde(default)]
+    pub gated_mlp: bool,
+    /// MLP hidden width; overrides the `mlp_ratio` of the owner.
+    #[serde(default)]
+    pub mlp_dim: Option<usize>,
+    /// Biases on the attention and MLP linears.
+    #[serde(default = "yes")]
+    pub bias: bool,
+    /// Key/value heads (grouped-query attention); must divide the heads.
+    #[serde(default)]
+    pub kv_heads: Option<usize>,
+    /// Base of rotary frequencies, where the owner uses rotary positions.
+    #[serde(default = "theta_default")]
+    pub rope_theta: f64,
+}
+
+impl Default for BlockOptions {
+    fn default() -> Self {
+        BlockOptions {
+            pre_norm: true,
+            eps: eps_default(),
+            rms_norm: false,
+            act: Act::Gelu,
+            gated_mlp: false,
+            mlp_dim: None,
+            bias: true,
+            kv_heads: None,
+            rope_theta: theta_default(),
+        }
+    }
+}
+
+impl BlockOptions {
+    /// The block spec for width `dim`, `heads` heads and MLP ×`mlp_ratio`
+    /// (unless `mlp_dim` is set).
+    pub fn spec(&self, dim: usize, heads: usize, mlp_ratio: usize) -> crate::nn::BlockSpec {
+        let mut s = crate::nn::BlockSpec::new(dim, heads);
+        s.mlp_ratio = mlp_ratio;
+        s.mlp_dim = self.mlp_dim;
+        s.pre_norm = self.pre_norm;
+        s.eps = self.eps;
+        s.rms_norm = self.rms_norm;
+        s.act = self.act.activation();
+        s.gated_mlp = self.gated_mlp;
+        s.bias = self.bias;
+        s.kv_heads = self.kv_heads;
+        s.rope_theta = self.rope_theta;
+        s
+    }
+
+    fn check(&self, key: &str, heads: usize) -> Result<()> {
+        if !(self.eps > 0.0 && self.eps.is_finite()) {
+            return Err(cfg_err(&format!("{key}.eps"), "must be positive"));
+        }
+        if self.mlp_dim == Some(0) {
+            return Err(cfg_err(&format!("{key}.mlp_dim"), "must be positive"));
+        }
+        if let Some(kv) = self.kv_heads
+            && (kv == 0 || heads % kv != 0)
+        {
+            return Err(cfg_err(
+                &format!("{key}.kv_heads"),
+                format!("{kv} does not divide the {heads} heads"),
+            ));
+        }
+        if !(self.rope_theta > 0.0 && self.rope_theta.is_finite()) {
+            return Err(cfg_err(&format!("{key}.rope_theta"), "must be positive"));
+        }
+        Ok(())
+    }
+}
+
+/// How generative fusion turns a prefix modality's tokens into prefix tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Projector {
+    /// A linear map, then `prefix_tokens` learned-query attention pools.
+    #[default]
+    AttentionPool,
+    /// LLaVA's per-token `proj2(act(proj(x)))`: every encoder token becomes a
+    /// prefix token (`prefix_tokens` is then the encoder's token count).
+    Mlp,
+}
+
 /// One modality's encoder.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
@@ -68,11 +224,24 @@ pub enum EncoderConfig {
         pre_norm: bool,
     },
     /// Mean of token embeddings over real tokens (tokens = the embeddings).
+    /// With the optional keys it is BERT's embedding layer, `LayerNorm(word +
+    /// type + position)`: the text side of models whose fusion owns the text
+    /// layers (ViLT's single stream, BLIP's cross-attending text layers).
     BagOfWords {
         /// Vocabulary.
         vocab_size: usize,
         /// Width.
         dim: usize,
+        /// Learned positions for inputs up to this length (none by default).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        max_len: Option<usize>,
+        /// Rows of a token-type table; row 0 is added to every token
+        /// (Mosaic batches carry no segment ids). 0 = no table.
+        #[serde(default, skip_serializing_if = "is_zero")]
+        type_vocab_size: usize,
+        /// Epsilon of a LayerNorm over the embeddings (none by default).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        norm_eps: Option<f64>,
     },
     /// Vision transformer: patches + class token + learned positions.
     Vit {
@@ -91,6 +260,25 @@ pub enum EncoderConfig {
         /// MLP width factor.
         #[serde(default = "four")]
         mlp_ratio: usize,
+        /// Block settings (eps, activation, ...).
+        #[serde(default, skip_serializing_if = "is_default")]
+        block: BlockOptions,
+        /// Bias on the patch projection (CLIP has none).
+        #[serde(default = "yes", skip_serializing_if = "is_true")]
+        patch_bias: bool,
+        /// A LayerNorm on the embeddings before the first block (CLIP's
+        /// `pre_layrnorm`).
+        #[serde(default, skip_serializing_if = "is_false")]
+        embed_norm: bool,
+        /// The closing norm of the pre-norm stack (BLIP's `post_layernorm`);
+        /// off for a patch embedder (ViLT) or an intermediate layer's
+        /// features (LLaVA).
+        #[serde(default = "yes", skip_serializing_if = "is_true")]
+        final_norm: bool,
+        /// Tokens are the patches only (LLaVA's `default` feature select);
+        /// the pooled vector stays the class token.
+        #[serde(default, skip_serializing_if = "is_false")]
+        drop_class_token: bool,
     },
     /// Convolutions (3×3, stride 2, ReLU) then a linear map of each position.
     Cnn {
@@ -187,8 +375,50 @@ pub enum EncoderConfig {
 fn three() -> usize {
     3
 }
+fn is_zero(v: &usize) -> bool {
+    *v == 0
+}
+fn is_true(v: &bool) -> bool {
+    *v
+}
+fn is_false(v: &bool) -> bool {
+    !*v
+}
+fn is_default<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
+}
+fn is_empty<T>(v: &[T]) -> bool {
+    v.is_empty()
+}
 
 impl EncoderConfig {
+    /// A plain ViT (every knob beyond the sizes at its default), for code
+    /// that builds configs in Rust rather than reading them.
+    pub fn vit(
+        image_size: usize,
+        patch_size: usize,
+        channels: usize,
+        dim: usize,
+        layers: usize,
+        heads: usize,
+        mlp_ratio: usize,
+    ) -> Self {
+        EncoderConfig::Vit {
+            image_size,
+            patch_size,
+            channels,
+            dim,
+            layers,
+            heads,
+            mlp_ratio,
+            block: BlockOptions::default(),
+            patch_bias: true,
+            embed_norm: false,
+            final_norm: true,
+            drop_class_token: false,
+        }
+    }
+
     /// Width of the encoder's tokens and pooled vector.
     pub fn dim(&self) -> usize {
         match self {
@@ -262,6 +492,17 @@ pub enum FusionConfig {
         layers: usize,
         /// Heads.
         heads: usize,
+        /// Block settings (BLIP: post-norm, eps 1e-12).
+        #[serde(default, skip_serializing_if = "is_default")]
+        block: BlockOptions,
+        /// Width of unimodal (retrieval) projections. When set, the query
+        /// tokens also run through the blocks without cross-attention (BLIP's
+        /// text encoder in retrieval mode); their first token and the
+        /// context's pooled vector are projected (`fusion.unimodal.{m}`, with
+        /// bias) to this width and land in the per-modality outputs that
+        /// contrastive heads read.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        unimodal: Option<usize>,
     },
     /// All tokens (plus a class token and modality-type embeddings) in one
     /// transformer (ViLT-style); encoders act as embedders.
@@ -270,6 +511,25 @@ pub enum FusionConfig {
         layers: usize,
         /// Heads.
         heads: usize,
+        /// Block settings (ViLT: eps 1e-12).
+        #[serde(default, skip_serializing_if = "is_default")]
+        block: BlockOptions,
+        /// A linear projection of each modality's tokens to `dim` (off: the
+        /// encoders already embed to `dim`, as ViLT's do).
+        #[serde(default = "yes", skip_serializing_if = "is_true")]
+        project: bool,
+        /// A learned class token first in the sequence (off: the first
+        /// token of the first modality plays that part, as ViLT's text
+        /// `[CLS]`).
+        #[serde(default = "yes", skip_serializing_if = "is_true")]
+        class_token: bool,
+        /// Order of the modalities in the sequence and in the type table
+        /// (default: key order).
+        #[serde(default, skip_serializing_if = "is_empty")]
+        order: Vec<Modality>,
+        /// Pooled = `tanh(pooler(first token))` (BERT/ViLT pooler).
+        #[serde(default, skip_serializing_if = "is_false")]
+        pooler: bool,
     },
     /// One tower per modality (≥ 3), then a shared fusion transformer over
     /// their tokens with modality-type embeddings (VideoBERT-style).
@@ -297,6 +557,23 @@ pub enum FusionConfig {
         layers: usize,
         /// Heads.
         heads: usize,
+        /// Block settings (Llama: RMSNorm, SwiGLU, no biases, kv heads).
+        #[serde(default, skip_serializing_if = "is_default")]
+        block: BlockOptions,
+        /// Learned position table or rotary (rotate-half) attention.
+        #[serde(default, skip_serializing_if = "is_default")]
+        positions: Positions,
+        /// How prefix tokens are made.
+        #[serde(default, skip_serializing_if = "is_default")]
+        projector: Projector,
+        /// Activation of the `mlp` projector.
+        #[serde(default, skip_serializing_if = "is_default")]
+        projector_act: Act,
+        /// When set, the prefix tokens are not prepended: they replace, in
+        /// order, the text positions holding this id (LLaVA's expanded
+        /// `<image>` placeholders), and the lm head scores every position.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        image_token: Option<u32>,
     },
 }
 
@@ -336,7 +613,7 @@ pub enum HeadConfig {
     },
     /// Classes from the fused vector.
     Classifier {
-        /// Classes.
+        /// Classes (1: one score, e.g. an image–text matching score).
         classes: usize,
     },
     /// Match / no-match logits from the fused vector.
@@ -459,9 +736,19 @@ impl ArchConfig {
                     heads,
                     image_size,
                     patch_size,
+                    block,
                     ..
+                } => {
+                    check_heads(*dim, *heads)?;
+                    block.check(&format!("{key}.block"), *heads)?;
+                    if *patch_size == 0 || image_size % patch_size != 0 {
+                        return Err(cfg_err(
+                            &format!("{key}.patch_size"),
+                            format!("{patch_size} does not divide image_size {image_size}"),
+                        ));
+                    }
                 }
-                | EncoderConfig::Video {
+                EncoderConfig::Video {
                     dim,
                     heads,
                     image_size,
@@ -487,7 +774,16 @@ impl ArchConfig {
                         ));
                     }
                 }
-                EncoderConfig::BagOfWords { .. } => {}
+                EncoderConfig::BagOfWords {
+                    max_len, norm_eps, ..
+                } => {
+                    if *max_len == Some(0) {
+                        return Err(cfg_err(&format!("{key}.max_len"), "must be positive"));
+                    }
+                    if norm_eps.is_some_and(|e| !(e > 0.0 && e.is_finite())) {
+                        return Err(cfg_err(&format!("{key}.norm_eps"), "must be positive"));
+                    }
+                }
             }
             if let EncoderConfig::Sensor { kernel, .. } = e
                 && kernel % 2 == 0
@@ -542,7 +838,13 @@ impl ArchConfig {
                 context,
                 layers,
                 heads,
+                block,
+                unimodal,
             } => {
+                block.check("fusion.block", *heads)?;
+                if *unimodal == Some(0) {
+                    return Err(cfg_err("fusion.unimodal", "must be positive"));
+                }
                 need(query, "fusion.query")?;
                 need(context, "fusion.context")?;
                 if query == context {
@@ -566,8 +868,38 @@ impl ArchConfig {
                     ));
                 }
             }
-            FusionConfig::SingleStream { layers, heads }
-            | FusionConfig::MultiStream { layers, heads } => {
+            FusionConfig::SingleStream {
+                layers,
+                heads,
+                block,
+                order,
+                ..
+            } => {
+                if *layers == 0 || *heads == 0 || self.dim % heads != 0 {
+                    return Err(cfg_err(
+                        "fusion.heads",
+                        format!("{heads} heads, {layers} layers for dim {}", self.dim),
+                    ));
+                }
+                block.check("fusion.block", *heads)?;
+                same_width(self.fusion.kind())?;
+                if !order.is_empty() {
+                    let mut sorted = order.clone();
+                    sorted.sort();
+                    sorted.dedup();
+                    let keys: Vec<Modality> = self.encoders.keys().copied().collect();
+                    if sorted != keys || order.len() != keys.len() {
+                        return Err(cfg_err(
+                            "fusion.order",
+                            format!(
+                                "must list each encoded modality once (encoders: {})",
+                                self.modality_list()
+                            ),
+                        ));
+                    }
+                }
+            }
+            FusionConfig::MultiStream { layers, heads } => {
                 if *layers == 0 || *heads == 0 || self.dim % heads != 0 {
                     return Err(cfg_err(
                         "fusion.heads",
@@ -591,7 +923,26 @@ impl ArchConfig {
                 max_len,
                 layers,
                 heads,
+                block,
+                positions,
+                image_token,
+                ..
             } => {
+                block.check("fusion.block", *heads)?;
+                if *positions == Positions::Rotary && *heads > 0 && (self.dim / heads) % 2 != 0 {
+                    return Err(cfg_err(
+                        "fusion.positions",
+                        "rotary positions need an even head width",
+                    ));
+                }
+                if let Some(t) = image_token
+                    && *t as usize >= *vocab_size
+                {
+                    return Err(cfg_err(
+                        "fusion.image_token",
+                        format!("{t} is outside the vocabulary of {vocab_size}"),
+                    ));
+                }
                 if prefix.is_empty() {
                     return Err(cfg_err("fusion.prefix", "needs at least one modality"));
                 }
@@ -660,11 +1011,9 @@ impl ArchConfig {
                     }
                 }
                 HeadConfig::Classifier { classes } => {
-                    if *classes < 2 {
-                        return Err(cfg_err(
-                            &format!("{key}.classes"),
-                            "needs at least 2 classes",
-                        ));
+                    // 1 = a single score (ViLT's retrieval `rank_output`).
+                    if *classes == 0 {
+                        return Err(cfg_err(&format!("{key}.classes"), "must be positive"));
                     }
                     if matches!(self.fusion, FusionConfig::Generative { .. }) {
                         return Err(cfg_err(

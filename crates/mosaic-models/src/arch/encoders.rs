@@ -6,7 +6,7 @@
 use candle_core::{D, DType, Tensor};
 use mosaic_core::{Modality, ModalityBatch};
 
-use crate::arch::config::{EncoderConfig, Positions, VideoAttention};
+use crate::arch::config::{BlockOptions, EncoderConfig, Positions, VideoAttention};
 use crate::encoder::{Encoder, Features};
 use crate::error::{Error, Result};
 use crate::nn::attention::patchify;
@@ -107,8 +107,27 @@ impl ArchEncoder {
         let p = p.sub(&format!("encoders.{modality}"));
         Ok(match cfg {
             EncoderConfig::TextTransformer { .. } => ArchEncoder::Text(TextEncoder::new(&p, cfg)?),
-            EncoderConfig::BagOfWords { vocab_size, dim } => ArchEncoder::Bag(BagEncoder {
+            EncoderConfig::BagOfWords {
+                vocab_size,
+                dim,
+                max_len,
+                type_vocab_size,
+                norm_eps,
+            } => ArchEncoder::Bag(BagEncoder {
                 emb: Embedding::new(&p, "embed", *vocab_size, *dim)?,
+                pos: match max_len {
+                    Some(n) => Some(p.get("pos", &[*n, *dim], Init::Normal(0.02))?),
+                    None => None,
+                },
+                types: if *type_vocab_size > 0 {
+                    Some(Embedding::new(&p, "types", *type_vocab_size, *dim)?)
+                } else {
+                    None
+                },
+                norm: match norm_eps {
+                    Some(eps) => Some(layer_norm(&p, "norm", *dim, *eps)?),
+                    None => None,
+                },
                 dim: *dim,
             }),
             EncoderConfig::Vit { .. } => ArchEncoder::Vit(VitEncoder::new(&p, cfg)?),
@@ -185,6 +204,7 @@ impl TextEncoder {
             pre_norm: *pre_norm,
             rotary: *positions == Positions::Rotary,
             cross_dim: None,
+            ..BlockSpec::new(*dim, *heads)
         };
         Ok(TextEncoder {
             emb: Embedding::new(p, "embed", *vocab_size, *dim)?,
@@ -259,10 +279,14 @@ impl TextEncoder {
     }
 }
 
-/// Mean of word embeddings.
+/// Mean of word embeddings; optionally BERT's embedding layer
+/// (`LayerNorm(word + type 0 + position)`).
 #[derive(Debug, Clone)]
 pub struct BagEncoder {
     emb: Embedding,
+    pos: Option<Tensor>,
+    types: Option<Embedding>,
+    norm: Option<LayerNorm>,
     dim: usize,
 }
 
@@ -277,8 +301,19 @@ impl Encoder for BagEncoder {
         self.dim
     }
     fn encode(&self, batch: &ModalityBatch) -> Result<Features> {
-        let (ids, mask) = text_ids(batch, None)?;
-        let tokens = self.emb.forward(&ids)?;
+        let max_len = self.pos.as_ref().map(|p| p.dim(0)).transpose()?;
+        let (ids, mask) = text_ids(batch, max_len)?;
+        let mut tokens = self.emb.forward(&ids)?;
+        if let Some(types) = &self.types {
+            // Segment 0 for every token: batches carry no segment ids.
+            tokens = tokens.broadcast_add(&types.table.get(0)?)?;
+        }
+        if let Some(pos) = &self.pos {
+            tokens = tokens.broadcast_add(&pos.narrow(0, 0, ids.dim(1)?)?.unsqueeze(0)?)?;
+        }
+        if let Some(n) = &self.norm {
+            tokens = n.forward(&tokens)?;
+        }
         let pooled = masked_mean(&tokens, mask.as_ref())?;
         Ok(Features {
             tokens,
@@ -294,11 +329,40 @@ pub struct VitEncoder {
     patch: Dense,
     cls: Tensor,
     pos: Tensor,
+    embed_norm: Option<crate::nn::Norm>,
     body: Transformer,
+    drop_class_token: bool,
     image_size: usize,
     patch_size: usize,
     channels: usize,
     dim: usize,
+}
+
+/// The [`VitEncoder`] settings beyond the sizes (see `EncoderConfig::Vit`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct VitOptions {
+    /// Block settings.
+    pub block: BlockOptions,
+    /// Bias on the patch projection.
+    pub patch_bias: bool,
+    /// Norm on the embeddings before the first block.
+    pub embed_norm: bool,
+    /// Closing norm of the stack.
+    pub final_norm: bool,
+    /// Tokens without the class token.
+    pub drop_class_token: bool,
+}
+
+impl Default for VitOptions {
+    fn default() -> Self {
+        VitOptions {
+            block: BlockOptions::default(),
+            patch_bias: true,
+            embed_norm: false,
+            final_norm: true,
+            drop_class_token: false,
+        }
+    }
 }
 
 impl VitEncoder {
@@ -311,19 +375,33 @@ impl VitEncoder {
             layers,
             heads,
             mlp_ratio,
+            block,
+            patch_bias,
+            embed_norm,
+            final_norm,
+            drop_class_token,
         } = cfg
         else {
             unreachable!("VitEncoder::new with {}", cfg.kind())
         };
-        Self::build(
+        Self::build_with(
             p,
-            *image_size,
-            *patch_size,
-            *channels,
-            *dim,
-            *layers,
-            *heads,
-            *mlp_ratio,
+            [
+                *image_size,
+                *patch_size,
+                *channels,
+                *dim,
+                *layers,
+                *heads,
+                *mlp_ratio,
+            ],
+            VitOptions {
+                block: *block,
+                patch_bias: *patch_bias,
+                embed_norm: *embed_norm,
+                final_norm: *final_norm,
+                drop_class_token: *drop_class_token,
+            },
         )
     }
 
@@ -338,14 +416,57 @@ impl VitEncoder {
         heads: usize,
         mlp_ratio: usize,
     ) -> Result<Self> {
+        Self::build_with(
+            p,
+            [
+                image_size, patch_size, channels, dim, layers, heads, mlp_ratio,
+            ],
+            VitOptions::default(),
+        )
+    }
+
+    /// `sizes` = image size, patch size, channels, width, layers, heads,
+    /// MLP ratio.
+    fn build_with(p: &ParamStore, sizes: [usize; 7], o: VitOptions) -> Result<Self> {
+        let [
+            image_size,
+            patch_size,
+            channels,
+            dim,
+            layers,
+            heads,
+            mlp_ratio,
+        ] = sizes;
         let n = (image_size / patch_size).pow(2);
-        let mut spec = BlockSpec::new(dim, heads);
-        spec.mlp_ratio = mlp_ratio;
+        let spec = o.block.spec(dim, heads, mlp_ratio);
         Ok(VitEncoder {
-            patch: p.linear("patch", channels * patch_size * patch_size, dim, true)?,
+            patch: p.linear(
+                "patch",
+                channels * patch_size * patch_size,
+                dim,
+                o.patch_bias,
+            )?,
             cls: p.get("cls", &[1, 1, dim], Init::Normal(0.02))?,
             pos: p.get("pos", &[1, n + 1, dim], Init::Normal(0.02))?,
-            body: Transformer::new(p, "body", layers, spec)?,
+            embed_norm: if o.embed_norm {
+                Some(crate::nn::Norm::new(
+                    p,
+                    "embed_norm",
+                    dim,
+                    spec.eps,
+                    spec.rms_norm,
+                )?)
+            } else {
+                None
+            },
+            body: Transformer::with_final_norm(
+                p,
+                "body",
+                layers,
+                spec,
+                spec.pre_norm && o.final_norm,
+            )?,
+            drop_class_token: o.drop_class_token,
             image_size,
             patch_size,
             channels,
@@ -376,7 +497,10 @@ impl VitEncoder {
         let b = px.dim(0)?;
         let patches = self.patch.forward(&patchify(px, self.patch_size)?)?;
         let cls = self.cls.broadcast_as((b, 1, self.dim))?;
-        let x = Tensor::cat(&[&cls, &patches], 1)?.broadcast_add(&self.pos)?;
+        let mut x = Tensor::cat(&[&cls, &patches], 1)?.broadcast_add(&self.pos)?;
+        if let Some(n) = &self.embed_norm {
+            x = n.forward(&x)?;
+        }
         self.body.forward(&x, None, None)
     }
 }
@@ -402,6 +526,11 @@ impl Encoder for VitEncoder {
         )?;
         let tokens = self.tokens(&px)?;
         let pooled = tokens.narrow(1, 0, 1)?.squeeze(1)?;
+        let tokens = if self.drop_class_token {
+            tokens.narrow(1, 1, tokens.dim(1)? - 1)?
+        } else {
+            tokens
+        };
         Ok(Features {
             tokens,
             mask: None,

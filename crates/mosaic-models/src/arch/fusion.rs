@@ -5,14 +5,14 @@ use std::collections::BTreeMap;
 use candle_core::{D, DType, Tensor};
 use mosaic_core::Modality;
 
-use crate::arch::config::{ArchConfig, FusionConfig};
+use crate::arch::config::{ArchConfig, FusionConfig, Positions, Projector};
 use crate::encoder::Features;
 use crate::error::{Error, Result};
 use crate::nn::blocks::{
     AttentionPool, BlockCache, BlockSpec, Embedding, Transformer, causal_bias_after, key_bias,
 };
 use crate::nn::params::{Dense, Init, ParamStore};
-use crate::nn::softmax_last_dim;
+use crate::nn::{Activation, softmax_last_dim};
 
 /// What fusion hands to the heads.
 #[derive(Debug, Clone)]
@@ -48,17 +48,24 @@ pub enum Fusion {
         context: Modality,
         /// Blocks with cross-attention.
         body: Transformer,
+        /// Unimodal (retrieval) projections of the query's self-attention-only
+        /// first token and the context's pooled vector (empty when off).
+        unimodal: BTreeMap<Modality, Dense>,
     },
     /// One transformer over all tokens.
     SingleStream {
-        /// Per-modality token projections to `dim`.
+        /// Per-modality token projections to `dim` (empty: none).
         proj: BTreeMap<Modality, Dense>,
+        /// Modality order in the sequence; row `i` of `types` is `order[i]`'s.
+        order: Vec<Modality>,
         /// Modality-type embeddings `[M, dim]`.
         types: Tensor,
-        /// Class token `[1, 1, dim]`.
-        cls: Tensor,
+        /// Class token `[1, 1, dim]`, when the fusion has its own.
+        cls: Option<Tensor>,
         /// The transformer.
         body: Transformer,
+        /// `tanh(pooler(first token))` as the pooled vector, when set.
+        pooler: Option<Dense>,
     },
     /// Towers then a shared transformer.
     MultiStream {
@@ -111,20 +118,58 @@ impl Fusion {
                 context,
                 layers,
                 heads,
+                block,
+                unimodal,
             } => {
-                let mut spec = BlockSpec::new(d, *heads);
-                spec.cross_dim = Some(cfg.encoders[context].dim());
+                let mut spec = block.spec(d, *heads, 4);
+                let cd = cfg.encoders[context].dim();
+                spec.cross_dim = Some(cd);
+                let mut uni = BTreeMap::new();
+                if let Some(w) = unimodal {
+                    uni.insert(*query, p.linear(&format!("unimodal.{query}"), d, *w, true)?);
+                    uni.insert(
+                        *context,
+                        p.linear(&format!("unimodal.{context}"), cd, *w, true)?,
+                    );
+                }
                 Fusion::CrossAttention {
                     query: *query,
                     context: *context,
                     body: Transformer::new(&p, "body", *layers, spec)?,
+                    unimodal: uni,
                 }
             }
-            FusionConfig::SingleStream { layers, heads } => Fusion::SingleStream {
-                proj: projections(&p)?,
+            FusionConfig::SingleStream {
+                layers,
+                heads,
+                block,
+                project,
+                class_token,
+                order,
+                pooler,
+            } => Fusion::SingleStream {
+                proj: if *project {
+                    projections(&p)?
+                } else {
+                    BTreeMap::new()
+                },
+                order: if order.is_empty() {
+                    cfg.encoders.keys().copied().collect()
+                } else {
+                    order.clone()
+                },
                 types: p.get("types", &[cfg.encoders.len(), d], Init::Normal(0.02))?,
-                cls: p.get("cls", &[1, 1, d], Init::Normal(0.02))?,
-                body: Transformer::new(&p, "body", *layers, BlockSpec::new(d, *heads))?,
+                cls: if *class_token {
+                    Some(p.get("cls", &[1, 1, d], Init::Normal(0.02))?)
+                } else {
+                    None
+                },
+                body: Transformer::new(&p, "body", *layers, block.spec(d, *heads, 4))?,
+                pooler: if *pooler {
+                    Some(p.linear("pooler", d, d, true)?)
+                } else {
+                    None
+                },
             },
             FusionConfig::MultiStream { layers, heads } => Fusion::MultiStream {
                 proj: projections(&p)?,
@@ -142,31 +187,60 @@ impl Fusion {
                 max_len,
                 layers,
                 heads,
+                block,
+                positions,
+                projector,
+                projector_act,
+                image_token,
             } => {
                 let mut pools = BTreeMap::new();
                 let mut projs = BTreeMap::new();
+                let mut projs2 = BTreeMap::new();
                 for m in prefix {
                     let ed = cfg.encoders[m].dim();
                     projs.insert(*m, p.linear(&format!("prefix.{m}.proj"), ed, d, true)?);
-                    pools.insert(
-                        *m,
-                        (0..*prefix_tokens)
-                            .map(|i| {
-                                AttentionPool::new(&p, &format!("prefix.{m}.pool{i}"), d, *heads)
-                            })
-                            .collect::<Result<Vec<_>>>()?,
-                    );
+                    match projector {
+                        Projector::AttentionPool => {
+                            pools.insert(
+                                *m,
+                                (0..*prefix_tokens)
+                                    .map(|i| {
+                                        AttentionPool::new(
+                                            &p,
+                                            &format!("prefix.{m}.pool{i}"),
+                                            d,
+                                            *heads,
+                                        )
+                                    })
+                                    .collect::<Result<Vec<_>>>()?,
+                            );
+                        }
+                        Projector::Mlp => {
+                            projs2.insert(*m, p.linear(&format!("prefix.{m}.proj2"), d, d, true)?);
+                        }
+                    }
                 }
+                let mut spec = block.spec(d, *heads, 4);
+                spec.rotary = *positions == Positions::Rotary;
                 Fusion::Generative(Box::new(GenerativeDecoder {
                     prefix: prefix.clone(),
                     projs,
                     pools,
+                    projs2,
+                    projector_act: projector_act.activation(),
+                    prefix_tokens: *prefix_tokens,
                     embed: Embedding::new(&p, "embed", *vocab_size, d)?,
-                    pos: p.get("pos", &[*max_len, d], Init::Normal(0.02))?,
-                    body: Transformer::new(&p, "body", *layers, BlockSpec::new(d, *heads))?,
+                    pos: match positions {
+                        Positions::Learned => {
+                            Some(p.get("pos", &[*max_len, d], Init::Normal(0.02))?)
+                        }
+                        Positions::Rotary => None,
+                    },
+                    body: Transformer::new(&p, "body", *layers, spec)?,
                     lm_head: p.linear("lm_head", d, *vocab_size, false)?,
                     max_len: *max_len,
                     vocab_size: *vocab_size,
+                    image_token: *image_token,
                 }))
             }
         })
@@ -226,6 +300,7 @@ impl Fusion {
                 query,
                 context,
                 body,
+                unimodal,
             } => {
                 let (q, c) = (get(query)?, get(context)?);
                 let qb = q
@@ -241,47 +316,41 @@ impl Fusion {
                 let x = body.forward(&q.tokens, qb.as_ref(), Some((&c.tokens, cb.as_ref())))?;
                 out.pooled = Some(x.narrow(1, 0, 1)?.squeeze(1)?);
                 out.tokens = Some(x);
+                if let (Some(pq), Some(pc)) = (unimodal.get(query), unimodal.get(context)) {
+                    let u = body.forward_self_only(&q.tokens, qb.as_ref())?;
+                    out.per_modality
+                        .insert(*query, pq.forward(&u.narrow(1, 0, 1)?.squeeze(1)?)?);
+                    out.per_modality.insert(*context, pc.forward(&c.pooled)?);
+                }
             }
             Fusion::SingleStream {
-                proj, types, body, ..
-            }
-            | Fusion::MultiStream {
-                proj, types, body, ..
+                proj,
+                order,
+                types,
+                cls,
+                body,
+                pooler,
             } => {
-                let mut toks = Vec::new();
-                let mut masks = Vec::new();
-                let first = feats.values().next().ok_or_else(|| Error::InvalidInput {
-                    what: "batch".into(),
-                    message: "no modalities".into(),
-                })?;
-                let b = first.tokens.dim(0)?;
-                let dev = first.tokens.device().clone();
-                let cls_tok = match self {
-                    Fusion::SingleStream { cls, .. } => Some(cls),
-                    _ => None,
-                };
-                if let Some(c) = cls_tok {
-                    let d = c.dim(2)?;
-                    toks.push(c.broadcast_as((b, 1, d))?.contiguous()?);
-                    masks.push(Tensor::ones((b, 1), DType::U8, &dev)?);
-                }
-                for (i, (m, pr)) in proj.iter().enumerate() {
-                    let f = get(m)?;
-                    let t = f.tokens.dim(1)?;
-                    toks.push(pr.forward(&f.tokens)?.broadcast_add(&types.get(i)?)?);
-                    masks.push(match &f.mask {
-                        Some(mk) => mk.to_dtype(DType::U8)?,
-                        None => Tensor::ones((b, t), DType::U8, &dev)?,
-                    });
-                }
-                let x = Tensor::cat(&toks, 1)?;
-                let mask = Tensor::cat(&masks, 1)?;
-                let bias = key_bias(&mask, x.dtype())?;
-                let y = body.forward(&x, Some(&bias), None)?;
-                out.pooled = Some(match cls_tok {
-                    Some(_) => y.narrow(1, 0, 1)?.squeeze(1)?,
-                    None => crate::arch::encoders::masked_mean(&y, Some(&mask))?,
+                let (y, mask) = one_stream(
+                    feats,
+                    proj,
+                    order,
+                    types,
+                    cls.as_ref(),
+                    body,
+                    "single-stream",
+                )?;
+                out.pooled = Some(match (pooler, cls) {
+                    (Some(pl), _) => pl.forward(&y.narrow(1, 0, 1)?.squeeze(1)?)?.tanh()?,
+                    (None, Some(_)) => y.narrow(1, 0, 1)?.squeeze(1)?,
+                    (None, None) => crate::arch::encoders::masked_mean(&y, Some(&mask))?,
                 });
+                out.tokens = Some(y);
+            }
+            Fusion::MultiStream { proj, types, body } => {
+                let order: Vec<Modality> = proj.keys().copied().collect();
+                let (y, mask) = one_stream(feats, proj, &order, types, None, body, "multi-stream")?;
+                out.pooled = Some(crate::arch::encoders::masked_mean(&y, Some(&mask))?);
                 out.tokens = Some(y);
             }
             Fusion::Gated { proj, gate } => {
@@ -344,6 +413,55 @@ impl Fusion {
     }
 }
 
+/// Concatenates the (projected) tokens of `order`'s modalities, each plus its
+/// modality-type row, after an optional class token, and runs `body` with
+/// padding masked; returns the tokens and the `[B, T]` u8 mask.
+fn one_stream(
+    feats: &BTreeMap<Modality, Features>,
+    proj: &BTreeMap<Modality, Dense>,
+    order: &[Modality],
+    types: &Tensor,
+    cls: Option<&Tensor>,
+    body: &Transformer,
+    what: &str,
+) -> Result<(Tensor, Tensor)> {
+    let first = feats.values().next().ok_or_else(|| Error::InvalidInput {
+        what: "batch".into(),
+        message: "no modalities".into(),
+    })?;
+    let b = first.tokens.dim(0)?;
+    let dev = first.tokens.device().clone();
+    let mut toks = Vec::new();
+    let mut masks = Vec::new();
+    if let Some(c) = cls {
+        let d = c.dim(2)?;
+        toks.push(c.broadcast_as((b, 1, d))?.contiguous()?);
+        masks.push(Tensor::ones((b, 1), DType::U8, &dev)?);
+    }
+    for (i, m) in order.iter().enumerate() {
+        let f = feats.get(m).ok_or_else(|| Error::InvalidInput {
+            what: "batch".into(),
+            message: format!(
+                "modality `{m}` is missing from the batch, and {what} fusion needs it"
+            ),
+        })?;
+        let t = f.tokens.dim(1)?;
+        let x = match proj.get(m) {
+            Some(pr) => pr.forward(&f.tokens)?,
+            None => f.tokens.clone(),
+        };
+        toks.push(x.broadcast_add(&types.get(i)?)?);
+        masks.push(match &f.mask {
+            Some(mk) => mk.to_dtype(DType::U8)?,
+            None => Tensor::ones((b, t), DType::U8, &dev)?,
+        });
+    }
+    let x = Tensor::cat(&toks, 1)?;
+    let mask = Tensor::cat(&masks, 1)?;
+    let bias = key_bias(&mask, x.dtype())?;
+    Ok((body.forward(&x, Some(&bias), None)?, mask))
+}
+
 /// LLaVA-style generative fusion: each prefix modality's tokens are
 /// projected and attention-pooled into `prefix_tokens` tokens that precede
 /// the text in a causal decoder.
@@ -352,12 +470,18 @@ pub struct GenerativeDecoder {
     prefix: Vec<Modality>,
     projs: BTreeMap<Modality, Dense>,
     pools: BTreeMap<Modality, Vec<AttentionPool>>,
+    /// Second linears of `mlp` projectors.
+    projs2: BTreeMap<Modality, Dense>,
+    projector_act: Activation,
+    prefix_tokens: usize,
     embed: Embedding,
-    pos: Tensor,
+    /// Learned positions (`None`: rotary attention).
+    pos: Option<Tensor>,
     body: Transformer,
     lm_head: Dense,
     max_len: usize,
     vocab_size: usize,
+    image_token: Option<u32>,
 }
 
 /// How to pick the next token.
@@ -396,6 +520,12 @@ impl GenerativeDecoder {
         self.vocab_size
     }
 
+    /// The placeholder id whose positions take the prefix tokens (LLaVA),
+    /// if the decoder works that way rather than prepending them.
+    pub fn image_token(&self) -> Option<u32> {
+        self.image_token
+    }
+
     /// Prefix tokens `[B, P, dim]`.
     pub fn prefix_tokens(&self, feats: &BTreeMap<Modality, Features>) -> Result<Tensor> {
         let mut parts = Vec::new();
@@ -405,15 +535,30 @@ impl GenerativeDecoder {
                 message: format!("prefix modality `{m}` is missing from the batch"),
             })?;
             let t = self.projs[m].forward(&f.tokens)?;
-            for pool in &self.pools[m] {
+            if let Some(p2) = self.projs2.get(m) {
+                if t.dim(1)? != self.prefix_tokens {
+                    return Err(Error::InvalidInput {
+                        what: format!("{m} features"),
+                        message: format!(
+                            "{} tokens, the decoder was configured for prefix_tokens = {}",
+                            t.dim(1)?,
+                            self.prefix_tokens
+                        ),
+                    });
+                }
+                parts.push(p2.forward(&self.projector_act.forward(&t)?)?);
+            }
+            for pool in self.pools.get(m).into_iter().flatten() {
                 parts.push(pool.forward(&t, f.mask.as_ref())?.unsqueeze(1)?);
             }
         }
         Ok(Tensor::cat(&parts, 1)?)
     }
 
-    fn embed_at(&self, ids: &Tensor, start: usize) -> Result<Tensor> {
-        let t = ids.dim(1)?;
+    /// `x` `[B, T, dim]` at positions `start..start+T`, plus the learned
+    /// positions if the decoder has them (rotary ones act in attention).
+    fn add_pos(&self, x: &Tensor, start: usize) -> Result<Tensor> {
+        let t = x.dim(1)?;
         if start + t > self.max_len {
             return Err(Error::InvalidInput {
                 what: "sequence".into(),
@@ -424,22 +569,81 @@ impl GenerativeDecoder {
                 ),
             });
         }
-        Ok(self
-            .embed
-            .forward(ids)?
-            .broadcast_add(&self.pos.narrow(0, start, t)?.unsqueeze(0)?)?)
+        match &self.pos {
+            Some(pos) => Ok(x.broadcast_add(&pos.narrow(0, start, t)?.unsqueeze(0)?)?),
+            None => Ok(x.clone()),
+        }
+    }
+
+    fn embed_at(&self, ids: &Tensor, start: usize) -> Result<Tensor> {
+        self.add_pos(&self.embed.forward(ids)?, start)
+    }
+
+    /// Decoder input for `prefix` `[B, P, dim]` and text `ids` `[B, T]`, and
+    /// the index of the first text position: the prefix then the text, or
+    /// (with an image token) the text with its placeholders replaced, in
+    /// order, by the prefix rows.
+    fn input(&self, prefix: &Tensor, ids: &Tensor) -> Result<(Tensor, usize)> {
+        let Some(image_token) = self.image_token else {
+            let p = prefix.dim(1)?;
+            let x = Tensor::cat(&[&self.add_pos(prefix, 0)?, &self.embed_at(ids, p)?], 1)?;
+            return Ok((x, p));
+        };
+        let b = ids.dims2()?.0;
+        let (pb, p, _) = prefix.dims3()?;
+        if pb != b {
+            return Err(Error::InvalidInput {
+                what: "batch".into(),
+                message: format!("{pb} prefixes for {b} texts"),
+            });
+        }
+        let e = self.embed.forward(ids)?;
+        let rows: Vec<Vec<u32>> = ids.to_dtype(DType::U32)?.to_vec2()?;
+        let mut merged = Vec::with_capacity(b);
+        for (i, row) in rows.iter().enumerate() {
+            let n = row.iter().filter(|&&id| id == image_token).count();
+            if n != p {
+                return Err(Error::InvalidInput {
+                    what: "token ids".into(),
+                    message: format!(
+                        "row {i} has {n} image tokens (id {image_token}) for {p} prefix tokens; expand each image to {p} placeholders"
+                    ),
+                });
+            }
+            // Which prefix row each position takes (0 where text stays).
+            let mut k = 0u32;
+            let idx: Vec<u32> = row
+                .iter()
+                .map(|&id| {
+                    if id == image_token {
+                        k += 1;
+                        k - 1
+                    } else {
+                        0
+                    }
+                })
+                .collect();
+            let keep: Vec<u8> = row.iter().map(|&id| u8::from(id == image_token)).collect();
+            let dev = ids.device();
+            let from_prefix = prefix.get(i)?.index_select(&Tensor::new(idx, dev)?, 0)?;
+            let sel = Tensor::new(keep, dev)?
+                .unsqueeze(1)?
+                .broadcast_as(from_prefix.dims())?;
+            merged.push(sel.where_cond(&from_prefix, &e.get(i)?)?);
+        }
+        let x = Tensor::stack(&merged, 0)?;
+        Ok((self.add_pos(&x, 0)?, 0))
     }
 
     /// Teacher-forced next-token logits `[B, T, vocab]` for text `ids`
-    /// `[B, T]` after the prefix (one row per text position).
+    /// `[B, T]` (one row per text position; with an image token the
+    /// placeholders are positions too).
     pub fn logits(&self, prefix: &Tensor, ids: &Tensor) -> Result<Tensor> {
-        let p = prefix.dim(1)?;
         let t = ids.dim(1)?;
-        let prefix = prefix.broadcast_add(&self.pos.narrow(0, 0, p)?.unsqueeze(0)?)?;
-        let x = Tensor::cat(&[&prefix, &self.embed_at(ids, p)?], 1)?;
-        let bias = causal_bias_after(0, p + t, x.dtype(), x.device())?;
+        let (x, off) = self.input(prefix, ids)?;
+        let bias = causal_bias_after(0, x.dim(1)?, x.dtype(), x.device())?;
         let y = self.body.forward(&x, Some(&bias), None)?;
-        self.lm_head.forward(&y.narrow(1, p, t)?)
+        self.lm_head.forward(&y.narrow(1, off, t)?)
     }
 
     /// Runs new tokens after the cache; returns logits `[B, T, vocab]`.
@@ -451,8 +655,9 @@ impl GenerativeDecoder {
     }
 
     /// Decodes up to `max_new` tokens after `prefix` `[1, P, dim]` and the
-    /// prompt `ids` (may be empty), stopping at `eos`. With `Greedy` the
-    /// result equals repeated full recomputation (KV cache test).
+    /// prompt `ids` (may be empty; with an image token it must hold the
+    /// placeholders), stopping at `eos`. With `Greedy` the result equals
+    /// repeated full recomputation (KV cache test).
     pub fn generate(
         &self,
         prefix: &Tensor,
@@ -467,17 +672,23 @@ impl GenerativeDecoder {
                 message: "generate decodes one sample at a time".into(),
             });
         }
+        if self.image_token.is_some() && prompt.is_empty() {
+            return Err(Error::InvalidInput {
+                what: "prompt".into(),
+                message: "this decoder places the prefix at image-token placeholders; the prompt must hold them".into(),
+            });
+        }
         if let Decoding::Beam { beams } = how {
             return self.beam(prefix, prompt, max_new, eos, beams.max(1));
         }
         let dev = prefix.device();
-        let p = prefix.dim(1)?;
         let mut caches = Vec::new();
-        let mut x = prefix.broadcast_add(&self.pos.narrow(0, 0, p)?.unsqueeze(0)?)?;
-        if !prompt.is_empty() {
+        let x = if prompt.is_empty() {
+            self.add_pos(prefix, 0)?
+        } else {
             let ids = Tensor::new(prompt, dev)?.unsqueeze(0)?;
-            x = Tensor::cat(&[&x, &self.embed_at(&ids, p)?], 1)?;
-        }
+            self.input(prefix, &ids)?.0
+        };
         let mut logits = self.step(&x, &mut caches, 0)?;
         let start = x.dim(1)?;
         let mut out = Vec::new();
@@ -504,12 +715,18 @@ impl GenerativeDecoder {
 
     /// Largest absolute difference between the logits of `tokens` (after
     /// the prefix) computed one token at a time through the KV cache and in
-    /// one full pass.
+    /// one full pass (prepended prefixes only).
     pub fn max_cache_logit_diff(&self, prefix: &Tensor, tokens: &[u32]) -> Result<f64> {
+        if self.image_token.is_some() {
+            return Err(Error::InvalidInput {
+                what: "decoder".into(),
+                message: "the cache check runs on decoders that prepend their prefix".into(),
+            });
+        }
         let full = self.recompute_logits(prefix, tokens)?;
         let p = prefix.dim(1)?;
         let mut caches = Vec::new();
-        let x = prefix.broadcast_add(&self.pos.narrow(0, 0, p)?.unsqueeze(0)?)?;
+        let x = self.add_pos(prefix, 0)?;
         self.step(&x, &mut caches, 0)?;
         let mut worst = 0f64;
         for (i, &t) in tokens.iter().enumerate() {
@@ -545,7 +762,12 @@ impl GenerativeDecoder {
         // step from scratch per beam: simple and exact, fine at decoder sizes
         // Mosaic's heads use.
         let mut hyps: Vec<(Vec<u32>, f64, bool)> = vec![(Vec::new(), 0.0, false)];
-        let p = prefix.dim(1)?;
+        // Placeholders already count among the prompt's positions.
+        let p = if self.image_token.is_some() {
+            0
+        } else {
+            prefix.dim(1)?
+        };
         for _ in 0..max_new {
             if hyps.iter().all(|h| h.2) {
                 break;
@@ -558,7 +780,7 @@ impl GenerativeDecoder {
                 }
                 let all: Vec<u32> = prompt.iter().chain(toks.iter()).copied().collect();
                 let row: Vec<f64> = if all.is_empty() {
-                    let x = prefix.broadcast_add(&self.pos.narrow(0, 0, p)?.unsqueeze(0)?)?;
+                    let x = self.add_pos(prefix, 0)?;
                     let bias = causal_bias_after(0, p, x.dtype(), x.device())?;
                     let y = self.body.forward(&x, Some(&bias), None)?;
                     self.lm_head

@@ -6,8 +6,9 @@ pub mod config;
 pub mod describe;
 pub mod encoders;
 pub mod fusion;
+pub mod import;
 pub mod model;
 
-pub use config::{ArchConfig, EncoderConfig, FusionConfig, HeadConfig};
+pub use config::{ArchConfig, BlockOptions, EncoderConfig, FusionConfig, HeadConfig};
 pub use fusion::Decoding;
 pub use model::{ModelOutput, MultimodalModel};

@@ -88,6 +88,10 @@ impl MultimodalModel {
                     let proj_in = |m: &Modality| match &fusion {
                         // Late / gated fusion already project to the model dim.
                         Fusion::Late { .. } | Fusion::Gated { .. } => config.dim,
+                        // Cross-attention's unimodal projections feed the head.
+                        Fusion::CrossAttention { unimodal, .. } if unimodal.contains_key(m) => {
+                            unimodal[m].linear.weight.dims()[0]
+                        }
                         _ => config.encoders[m].dim(),
                     };
                     Head::Contrastive {

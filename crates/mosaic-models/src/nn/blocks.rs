@@ -21,6 +21,56 @@ pub fn layer_norm(p: &ParamStore, name: &str, dim: usize, eps: f64) -> Result<La
     })
 }
 
+/// Root-mean-square normalisation over the last dimension (Llama), from
+/// primitive ops so gradients reach the input.
+#[derive(Debug, Clone)]
+pub struct RmsNorm {
+    /// Scale.
+    pub weight: Tensor,
+    /// Added to the mean square.
+    pub eps: f64,
+}
+
+impl RmsNorm {
+    /// `x · rsqrt(mean(x²) + eps) · weight`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let ms = x.sqr()?.mean_keepdim(D::Minus1)?;
+        Ok(x.broadcast_div(&(ms + self.eps)?.sqrt()?)?
+            .broadcast_mul(&self.weight)?)
+    }
+}
+
+/// A LayerNorm or an RMSNorm.
+#[derive(Debug, Clone)]
+pub enum Norm {
+    /// Scale and shift (`weight`, `bias`).
+    Layer(LayerNorm),
+    /// Scale only (`weight`).
+    Rms(RmsNorm),
+}
+
+impl Norm {
+    /// Builds `name.weight` (+ `name.bias` for a LayerNorm).
+    pub fn new(p: &ParamStore, name: &str, dim: usize, eps: f64, rms: bool) -> Result<Self> {
+        Ok(if rms {
+            Norm::Rms(RmsNorm {
+                weight: p.sub(name).get("weight", &[dim], Init::Ones)?,
+                eps,
+            })
+        } else {
+            Norm::Layer(layer_norm(p, name, dim, eps)?)
+        })
+    }
+
+    /// Normalises `[..., dim]`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Norm::Layer(n) => n.forward(x),
+            Norm::Rms(n) => n.forward(x),
+        }
+    }
+}
+
 /// Rotary position embedding (rotate-half convention, as Llama / GPT-NeoX).
 #[derive(Debug, Clone)]
 pub struct Rope {
@@ -97,6 +147,9 @@ pub struct MultiHeadAttention {
     pub o: Dense,
     /// Heads.
     pub heads: usize,
+    /// Key/value heads (`heads` unless grouped-query attention): query head
+    /// `h` reads key/value head `h / (heads / kv_heads)`.
+    pub kv_heads: usize,
     /// Rotary positions on q and k (self-attention only).
     pub rope: Option<Rope>,
 }
@@ -118,31 +171,83 @@ impl MultiHeadAttention {
                 message: format!("key `heads`: {heads} does not divide the width {dim}"),
             });
         }
-        let s = p.sub(name);
-        Ok(MultiHeadAttention {
-            q: s.linear("q", dim, dim, true)?,
-            k: s.linear("k", kv_dim, dim, true)?,
-            v: s.linear("v", kv_dim, dim, true)?,
-            o: s.linear("o", dim, dim, true)?,
+        Self::with_options(
+            p,
+            name,
+            dim,
+            kv_dim,
             heads,
-            rope: if rotary {
-                Some(Rope::new(dim / heads, 10000.0)?)
-            } else {
-                None
+            heads,
+            true,
+            if rotary { Some(10000.0) } else { None },
+        )
+    }
+
+    /// [`MultiHeadAttention::new`] with grouped-query attention (`kv_heads`
+    /// key/value heads), biases on or off, and rotary positions with base
+    /// `rope_theta` when given.
+    #[allow(clippy::too_many_arguments)]
+    pub fn with_options(
+        p: &ParamStore,
+        name: &str,
+        dim: usize,
+        kv_dim: usize,
+        heads: usize,
+        kv_heads: usize,
+        bias: bool,
+        rope_theta: Option<f64>,
+    ) -> Result<Self> {
+        if heads == 0 || dim % heads != 0 || kv_heads == 0 || heads % kv_heads != 0 {
+            return Err(Error::Config {
+                source_name: p.full(name),
+                message: format!(
+                    "key `heads`: {heads} heads ({kv_heads} key/value heads) do not divide the width {dim}"
+                ),
+            });
+        }
+        let s = p.sub(name);
+        let kv_out = dim / heads * kv_heads;
+        Ok(MultiHeadAttention {
+            q: s.linear("q", dim, dim, bias)?,
+            k: s.linear("k", kv_dim, kv_out, bias)?,
+            v: s.linear("v", kv_dim, kv_out, bias)?,
+            o: s.linear("o", dim, dim, bias)?,
+            heads,
+            kv_heads,
+            rope: match rope_theta {
+                Some(theta) => Some(Rope::new(dim / heads, theta)?),
+                None => None,
             },
         })
     }
 
-    fn split(&self, y: &Tensor) -> Result<Tensor> {
+    fn split_n(y: &Tensor, n: usize) -> Result<Tensor> {
         let (b, t, h) = y.dims3()?;
-        Ok(y.reshape((b, t, self.heads, h / self.heads))?
-            .transpose(1, 2)?
-            .contiguous()?)
+        Ok(y.reshape((b, t, n, h / n))?.transpose(1, 2)?.contiguous()?)
+    }
+
+    fn split(&self, y: &Tensor) -> Result<Tensor> {
+        Self::split_n(y, self.heads)
     }
 
     fn merge(&self, y: &Tensor) -> Result<Tensor> {
-        let (b, _, t, hd) = y.dims4()?;
-        Ok(y.transpose(1, 2)?.reshape((b, t, self.heads * hd))?)
+        let (b, n, t, hd) = y.dims4()?;
+        Ok(y.transpose(1, 2)?.reshape((b, t, n * hd))?)
+    }
+
+    /// `[B, S, kv_heads·hd]` keys or values → `[B, S, heads·hd]`, each
+    /// key/value head repeated for its group of query heads.
+    fn repeat_kv(&self, y: &Tensor) -> Result<Tensor> {
+        if self.kv_heads == self.heads {
+            return Ok(y.clone());
+        }
+        let (b, s, w) = y.dims3()?;
+        let (kvh, rep) = (self.kv_heads, self.heads / self.kv_heads);
+        let hd = w / kvh;
+        Ok(y.reshape((b, s, kvh, 1, hd))?
+            .broadcast_as((b, s, kvh, rep, hd))?
+            .contiguous()?
+            .reshape((b, s, kvh * rep * hd))?)
     }
 
     /// Attention of `x` `[B, T, D]` over `context` (itself when `None`);
@@ -158,8 +263,8 @@ impl MultiHeadAttention {
                 let ctx = context.unwrap_or(x);
                 let y = scaled_dot_product(
                     &self.q.forward(x)?,
-                    &self.k.forward(ctx)?,
-                    &self.v.forward(ctx)?,
+                    &self.repeat_kv(&self.k.forward(ctx)?)?,
+                    &self.repeat_kv(&self.v.forward(ctx)?)?,
                     self.heads,
                     bias,
                 )?;
@@ -182,26 +287,33 @@ impl MultiHeadAttention {
     ) -> Result<Tensor> {
         let start = cache.len();
         let mut q = self.split(&self.q.forward(x)?)?;
-        let mut k = self.split(&self.k.forward(x)?)?;
-        let v = self.split(&self.v.forward(x)?)?;
+        let mut k = Self::split_n(&self.k.forward(x)?, self.kv_heads)?;
+        let v = self.v.forward(x)?;
         if let Some(r) = &self.rope {
             q = r.apply(&q, start)?;
             k = r.apply(&k, start)?;
         }
-        // Cache in [B, S, D] layout (cheap concatenation on dim 1).
-        let (k, v) = (self.merge(&k)?, self.merge(&v)?);
+        // Cache in [B, S, kv width] layout (cheap concatenation on dim 1;
+        // grouped heads are repeated only for the product).
+        let k = self.merge(&k)?;
         let (k, v) = match cache.kv.take() {
             Some((pk, pv)) => (Tensor::cat(&[&pk, &k], 1)?, Tensor::cat(&[&pv, &v], 1)?),
             None => (k, v),
         };
         cache.kv = Some((k.clone(), v.clone()));
         let q = self.merge(&q)?;
-        let y = scaled_dot_product(&q, &k, &v, self.heads, bias)?;
+        let y = scaled_dot_product(
+            &q,
+            &self.repeat_kv(&k)?,
+            &self.repeat_kv(&v)?,
+            self.heads,
+            bias,
+        )?;
         self.o.forward(&y)
     }
 }
 
-/// `fc2(act(fc1(x)))`.
+/// `fc2(act(fc1(x)))`, or gated `fc2(act(gate(x)) · fc1(x))` (SwiGLU).
 #[derive(Debug, Clone)]
 pub struct Mlp {
     /// In.
@@ -210,6 +322,8 @@ pub struct Mlp {
     pub fc2: Dense,
     /// Activation.
     pub act: Activation,
+    /// The gate of a gated MLP (Llama's `gate_proj`; `fc1` is `up_proj`).
+    pub gate: Option<Dense>,
 }
 
 impl Mlp {
@@ -222,17 +336,42 @@ impl Mlp {
         out: usize,
         act: Activation,
     ) -> Result<Self> {
+        Self::with_options(p, name, dim, hidden, out, act, true, false)
+    }
+
+    /// Builds `name.{fc1,fc2}` (+ `name.gate` when `gated`), with or
+    /// without biases.
+    #[allow(clippy::too_many_arguments)]
+    pub fn with_options(
+        p: &ParamStore,
+        name: &str,
+        dim: usize,
+        hidden: usize,
+        out: usize,
+        act: Activation,
+        bias: bool,
+        gated: bool,
+    ) -> Result<Self> {
         let s = p.sub(name);
         Ok(Mlp {
-            fc1: s.linear("fc1", dim, hidden, true)?,
-            fc2: s.linear("fc2", hidden, out, true)?,
+            fc1: s.linear("fc1", dim, hidden, bias)?,
+            fc2: s.linear("fc2", hidden, out, bias)?,
             act,
+            gate: if gated {
+                Some(s.linear("gate", dim, hidden, bias)?)
+            } else {
+                None
+            },
         })
     }
 
     /// Applies the MLP.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        self.fc2.forward(&self.act.forward(&self.fc1.forward(x)?)?)
+        let h = match &self.gate {
+            Some(g) => (self.act.forward(&g.forward(x)?)? * self.fc1.forward(x)?)?,
+            None => self.act.forward(&self.fc1.forward(x)?)?,
+        };
+        self.fc2.forward(&h)
     }
 }
 
@@ -251,10 +390,27 @@ pub struct BlockSpec {
     pub rotary: bool,
     /// Width of cross-attended tokens, when the block cross-attends.
     pub cross_dim: Option<usize>,
+    /// MLP hidden width; overrides `mlp_ratio` when set.
+    pub mlp_dim: Option<usize>,
+    /// Norm epsilon.
+    pub eps: f64,
+    /// RMSNorm instead of LayerNorm.
+    pub rms_norm: bool,
+    /// MLP activation.
+    pub act: Activation,
+    /// Gated (SwiGLU-style) MLP.
+    pub gated_mlp: bool,
+    /// Biases on the attention and MLP linears.
+    pub bias: bool,
+    /// Key/value heads (grouped-query attention); `None` = `heads`.
+    pub kv_heads: Option<usize>,
+    /// Base of the rotary frequencies.
+    pub rope_theta: f64,
 }
 
 impl BlockSpec {
-    /// Pre-norm, MLP ×4, no rotary, no cross-attention.
+    /// Pre-norm LayerNorm (eps 1e-5), exact-GELU MLP ×4 with biases, no
+    /// rotary, no cross-attention.
     pub fn new(dim: usize, heads: usize) -> Self {
         BlockSpec {
             dim,
@@ -263,7 +419,20 @@ impl BlockSpec {
             pre_norm: true,
             rotary: false,
             cross_dim: None,
+            mlp_dim: None,
+            eps: 1e-5,
+            rms_norm: false,
+            act: Activation::Gelu,
+            gated_mlp: false,
+            bias: true,
+            kv_heads: None,
+            rope_theta: 10000.0,
         }
+    }
+
+    /// The MLP hidden width.
+    pub fn hidden(&self) -> usize {
+        self.mlp_dim.unwrap_or(self.dim * self.mlp_ratio)
     }
 }
 
@@ -271,10 +440,10 @@ impl BlockSpec {
 #[derive(Debug, Clone)]
 pub struct TransformerBlock {
     spec: BlockSpec,
-    norm1: LayerNorm,
+    norm1: Norm,
     attn: MultiHeadAttention,
-    cross: Option<(LayerNorm, MultiHeadAttention)>,
-    norm2: LayerNorm,
+    cross: Option<(Norm, MultiHeadAttention)>,
+    norm2: Norm,
     mlp: Mlp,
 }
 
@@ -290,18 +459,43 @@ impl TransformerBlock {
     pub fn new(p: &ParamStore, name: &str, spec: BlockSpec) -> Result<Self> {
         let s = p.sub(name);
         let d = spec.dim;
+        let norm = |n: &str| Norm::new(&s, n, d, spec.eps, spec.rms_norm);
         Ok(TransformerBlock {
-            norm1: layer_norm(&s, "norm1", d, 1e-5)?,
-            attn: MultiHeadAttention::new(&s, "attn", d, d, spec.heads, spec.rotary)?,
+            norm1: norm("norm1")?,
+            attn: MultiHeadAttention::with_options(
+                &s,
+                "attn",
+                d,
+                d,
+                spec.heads,
+                spec.kv_heads.unwrap_or(spec.heads),
+                spec.bias,
+                if spec.rotary {
+                    Some(spec.rope_theta)
+                } else {
+                    None
+                },
+            )?,
             cross: match spec.cross_dim {
                 Some(cd) => Some((
-                    layer_norm(&s, "norm_cross", d, 1e-5)?,
-                    MultiHeadAttention::new(&s, "cross", d, cd, spec.heads, false)?,
+                    norm("norm_cross")?,
+                    MultiHeadAttention::with_options(
+                        &s, "cross", d, cd, spec.heads, spec.heads, spec.bias, None,
+                    )?,
                 )),
                 None => None,
             },
-            norm2: layer_norm(&s, "norm2", d, 1e-5)?,
-            mlp: Mlp::new(&s, "mlp", d, d * spec.mlp_ratio, d, Activation::Gelu)?,
+            norm2: norm("norm2")?,
+            mlp: Mlp::with_options(
+                &s,
+                "mlp",
+                d,
+                spec.hidden(),
+                d,
+                spec.act,
+                spec.bias,
+                spec.gated_mlp,
+            )?,
             spec,
         })
     }
@@ -314,7 +508,7 @@ impl TransformerBlock {
     fn sub_layer(
         &self,
         x: &Tensor,
-        norm: &LayerNorm,
+        norm: &Norm,
         f: impl FnOnce(&Tensor) -> Result<Tensor>,
     ) -> Result<Tensor> {
         if self.spec.pre_norm {
@@ -322,6 +516,13 @@ impl TransformerBlock {
         } else {
             norm.forward(&(x + f(x)?)?)
         }
+    }
+
+    /// The block without its cross-attention sub-layer (BLIP's text
+    /// encoder in retrieval mode runs the same layers that way).
+    pub fn forward_self_only(&self, x: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+        let x = self.sub_layer(x, &self.norm1, |h| self.attn.forward(h, None, bias))?;
+        self.sub_layer(&x, &self.norm2, |h| self.mlp.forward(h))
     }
 
     /// `x` `[B, T, D]`; `bias` masks self-attention; `context` (+ its
@@ -363,24 +564,49 @@ pub struct Transformer {
     /// The blocks.
     pub blocks: Vec<TransformerBlock>,
     /// Final norm (pre-norm stacks only).
-    pub norm: Option<LayerNorm>,
+    pub norm: Option<Norm>,
 }
 
 impl Transformer {
-    /// `layers` blocks `name.blocks.{i}`.
+    /// `layers` blocks `name.blocks.{i}`, and the final norm `name.norm`
+    /// of a pre-norm stack.
     pub fn new(p: &ParamStore, name: &str, layers: usize, spec: BlockSpec) -> Result<Self> {
+        Self::with_final_norm(p, name, layers, spec, spec.pre_norm)
+    }
+
+    /// [`Transformer::new`] choosing whether there is a final norm.
+    pub fn with_final_norm(
+        p: &ParamStore,
+        name: &str,
+        layers: usize,
+        spec: BlockSpec,
+        final_norm: bool,
+    ) -> Result<Self> {
         let s = p.sub(name);
         let blocks = (0..layers)
             .map(|i| TransformerBlock::new(&s, &format!("blocks.{i}"), spec))
             .collect::<Result<_>>()?;
         Ok(Transformer {
             blocks,
-            norm: if spec.pre_norm {
-                Some(layer_norm(&s, "norm", spec.dim, 1e-5)?)
+            norm: if final_norm {
+                Some(Norm::new(&s, "norm", spec.dim, spec.eps, spec.rms_norm)?)
             } else {
                 None
             },
         })
+    }
+
+    /// Runs every block without cross-attention (see
+    /// [`TransformerBlock::forward_self_only`]), then the final norm.
+    pub fn forward_self_only(&self, x: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+        let mut x = x.clone();
+        for b in &self.blocks {
+            x = b.forward_self_only(&x, bias)?;
+        }
+        match &self.norm {
+            Some(n) => n.forward(&x),
+            None => Ok(x),
+        }
     }
 
     /// Runs every block.

@@ -10,8 +10,8 @@ pub mod params;
 
 pub use attention::{PreNormLayer, SelfAttention, causal_bias, padding_bias, patchify};
 pub use blocks::{
-    AttentionPool, BlockSpec, Embedding, Mlp, MultiHeadAttention, PromptTokens, Rope, Transformer,
-    TransformerBlock,
+    AttentionPool, BlockSpec, Embedding, Mlp, MultiHeadAttention, Norm, PromptTokens, RmsNorm,
+    Rope, Transformer, TransformerBlock,
 };
 pub use ops::{
     Activation, LayerNorm, Linear, conv1d, fold_batch_norm, gelu_erf, gelu_tanh, softmax_last_dim,

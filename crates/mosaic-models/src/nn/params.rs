@@ -212,8 +212,14 @@ impl ParamStore {
             mosaic_core::formats::load_tensors(path, &self.device())?
                 .into_iter()
                 .collect();
+        self.load_map(&loaded, &path.display().to_string())
+    }
+
+    /// [`ParamStore::load`] from tensors in memory (e.g. a converted
+    /// checkpoint); `source` names them in errors.
+    pub fn load_map(&self, loaded: &BTreeMap<String, Tensor>, source: &str) -> Result<()> {
         let inner = self.lock();
-        let src = path.display().to_string();
+        let src = source.to_string();
         for (name, v) in &inner.vars {
             let t = loaded.get(name).ok_or_else(|| Error::Weight {
                 checkpoint: src.clone(),
@@ -237,7 +243,11 @@ impl ParamStore {
             });
         }
         for (name, v) in &inner.vars {
-            v.set(&loaded[name].to_dtype(inner.dtype)?)?;
+            v.set(
+                &loaded[name]
+                    .to_dtype(inner.dtype)?
+                    .to_device(&inner.device)?,
+            )?;
         }
         Ok(())
     }
