@@ -81,20 +81,30 @@ def bench(name, model, px, ids, steps):
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01)
 
     def step():
+        t0 = time.perf_counter()
         opt.zero_grad(set_to_none=True)
-        model(px, ids).backward()
+        loss = model(px, ids)
+        t1 = time.perf_counter()
+        loss.backward()
+        t2 = time.perf_counter()
         opt.step()
+        t3 = time.perf_counter()
+        return t1 - t0, t2 - t1, t3 - t2
 
     step()
     t = time.perf_counter()
+    parts = [0.0, 0.0, 0.0]
     for _ in range(steps):
-        step()
+        for i, x in enumerate(step()):
+            parts[i] += x
     dt = (time.perf_counter() - t) / steps
     n = sum(p.numel() for p in model.parameters())
-    print(f"{name} batch {len(px)}: {dt:.3f} s/step, {len(px) / dt:.1f} samples/s ({n} parameters) (PyTorch {torch.__version__})")
+    f, b, u = (p / steps for p in parts)
+    print(f"{name} batch {len(px)}: {dt:.3f} s/step, {len(px) / dt:.1f} samples/s ({n} parameters); "
+          f"forward {f:.3f} s, backward {b:.3f} s, update {u:.3f} s (PyTorch {torch.__version__})")
 
 
 q = Clip(Cnn([16, 32, 64], 64), Text(30522, 16, 64, 1, 4, 2), 64, 64, 64, 64)
-bench("quickstart (fmnist_clip)", q, torch.randn(128, 1, 28, 28), torch.randint(0, 30522, (128, 16)), 10)
+bench("quickstart (fmnist_clip)", q, torch.randn(128, 1, 28, 28), torch.randint(0, 30522, (128, 16)), 30)
 b32 = Clip(Vit(224, 32, 768, 12, 12), Text(49408, 77, 512, 12, 8, 4), 768, 512, 512, 512)
-bench("CLIP ViT-B/32 shape", b32, torch.randn(8, 3, 224, 224), torch.randint(0, 49408, (8, 77)), 3)
+bench("CLIP ViT-B/32 shape", b32, torch.randn(8, 3, 224, 224), torch.randint(0, 49408, (8, 77)), 5)

@@ -425,7 +425,7 @@ pub fn run(a: ModelEvalArgs, store: &dyn Fn() -> Result<AssetStore>) -> Result<(
         let bytes =
             std::fs::read(&path).with_context(|| format!("{at}: reading {}", path.display()))?;
         let image = decode_image(&bytes, &path.display().to_string(), &decode)
-            .with_context(|| format!("{at}"))?;
+            .with_context(|| at.clone())?;
         items.push(Item {
             image,
             label: idx,

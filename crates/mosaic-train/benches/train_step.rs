@@ -58,22 +58,40 @@ fn bench(
         Modality::Text,
         ModalityBatch::new(ids, None, vec![true; batch]).unwrap(),
     );
-    let mut step = || {
+    // One step, timed in its three parts: forward (+ loss), backward,
+    // optimiser update.
+    let mut step = || -> [f64; 3] {
+        let t0 = Instant::now();
         let out = model.forward(&b).unwrap();
         let l = clip_loss(&out.heads["clip"]).unwrap();
-        opt.step(&l.backward().unwrap()).unwrap();
+        let t1 = Instant::now();
+        let grads = l.backward().unwrap();
+        let t2 = Instant::now();
+        opt.step(&grads).unwrap();
+        let t3 = Instant::now();
+        [
+            (t1 - t0).as_secs_f64(),
+            (t2 - t1).as_secs_f64(),
+            (t3 - t2).as_secs_f64(),
+        ]
     };
     step();
     let t = Instant::now();
+    let mut parts = [0.0; 3];
     for _ in 0..steps {
-        step();
+        for (p, x) in parts.iter_mut().zip(step()) {
+            *p += x;
+        }
     }
     let dt = t.elapsed().as_secs_f64() / steps as f64;
     println!(
-        "{name} batch {batch}: {:.3} s/step, {:.1} samples/s ({} parameters)",
+        "{name} batch {batch}: {:.3} s/step, {:.1} samples/s ({} parameters); forward {:.3} s, backward {:.3} s, update {:.3} s",
         dt,
         batch as f64 / dt,
-        model.params().num_params()
+        model.params().num_params(),
+        parts[0] / steps as f64,
+        parts[1] / steps as f64,
+        parts[2] / steps as f64,
     );
 }
 
@@ -94,7 +112,7 @@ fn main() {
         16,
         30522,
         128,
-        10,
+        30,
     );
     let b32 = ArchConfig {
         name: "clip-vit-b32".into(),
@@ -103,15 +121,7 @@ fn main() {
         encoders: BTreeMap::from([
             (
                 Modality::Image,
-                EncoderConfig::Vit {
-                    image_size: 224,
-                    patch_size: 32,
-                    channels: 3,
-                    dim: 768,
-                    layers: 12,
-                    heads: 12,
-                    mlp_ratio: 4,
-                },
+                EncoderConfig::vit(224, 32, 3, 768, 12, 12, 4),
             ),
             (Modality::Text, text(49408, 77, 512, 12, 8, 4)),
         ]),
@@ -125,5 +135,5 @@ fn main() {
             },
         )]),
     };
-    bench("CLIP ViT-B/32 shape", b32, (3, 224), 77, 49408, 8, 3);
+    bench("CLIP ViT-B/32 shape", b32, (3, 224), 77, 49408, 8, 5);
 }

@@ -326,7 +326,7 @@ impl TrainConfig {
                     }
                 }
                 let std = d.image_std.unwrap_or(0.5);
-                if !(std > 0.0 && std.is_finite()) || !d.image_mean.unwrap_or(0.5).is_finite() {
+                if !(std > 0.0 && std.is_finite() && d.image_mean.unwrap_or(0.5).is_finite()) {
                     return Err(cfg_err(
                         "data.image_std",
                         format!("{std} must be a positive number"),
