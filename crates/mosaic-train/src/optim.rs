@@ -251,14 +251,72 @@ struct Slot {
     started: bool,
 }
 
+/// A tensor's values widened to f64 (the optimisers' arithmetic is f64,
+/// which the parity tests against PyTorch's f64 runs rely on).
 fn values(t: &Tensor) -> Result<Vec<f64>> {
-    Ok(t.to_dtype(DType::F64)?.flatten_all()?.to_vec1()?)
+    let t = t.flatten_all()?;
+    Ok(match t.dtype() {
+        // One pass instead of an f64 tensor plus a copy of it.
+        DType::F32 => t.to_vec1::<f32>()?.into_iter().map(f64::from).collect(),
+        _ => t.to_dtype(DType::F64)?.to_vec1()?,
+    })
 }
 
+/// Stores updated values into `var` in its own dtype.
 fn write_back(var: &Var, w: Vec<f64>) -> Result<()> {
     let t = var.as_tensor();
-    var.set(&Tensor::from_vec(w, t.dims(), t.device())?.to_dtype(t.dtype())?)?;
+    let new = match t.dtype() {
+        DType::F32 => Tensor::from_vec(
+            w.into_iter().map(|x| x as f32).collect::<Vec<f32>>(),
+            t.dims(),
+            t.device(),
+        )?,
+        _ => Tensor::from_vec(w, t.dims(), t.device())?.to_dtype(t.dtype())?,
+    };
+    var.set(&new)?;
     Ok(())
+}
+
+/// Runs `update` on every slot, the slots spread over the machine's
+/// threads (largest first, each to the least-loaded thread). Every slot's
+/// update is independent, so the result is the same as one thread's.
+/// (std's scoped threads rather than rayon: the work is a handful of large,
+/// unequal items, and the crate needs no thread pool otherwise.)
+fn par_slots(slots: &mut [Slot], update: impl Fn(&mut Slot) -> Result<()> + Sync) -> Result<()> {
+    let total: usize = slots.iter().map(|s| s.var.elem_count()).sum();
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .min(slots.len());
+    if threads <= 1 || total < 1 << 16 {
+        return slots.iter_mut().try_for_each(update);
+    }
+    let mut order: Vec<&mut Slot> = slots.iter_mut().collect();
+    order.sort_by_key(|s| std::cmp::Reverse(s.var.elem_count()));
+    let mut buckets: Vec<(usize, Vec<&mut Slot>)> = (0..threads).map(|_| (0, Vec::new())).collect();
+    for s in order {
+        let b = buckets
+            .iter_mut()
+            .min_by_key(|b| b.0)
+            .expect("at least one thread");
+        b.0 += s.var.elem_count();
+        b.1.push(s);
+    }
+    let update = &update;
+    std::thread::scope(|sc| {
+        let handles: Vec<_> = buckets
+            .into_iter()
+            .map(|(_, bucket)| sc.spawn(move || bucket.into_iter().try_for_each(update)))
+            .collect();
+        handles.into_iter().try_for_each(|h| {
+            h.join().unwrap_or_else(|_| {
+                Err(Error::InvalidInput {
+                    what: "optimiser".into(),
+                    message: "an update thread panicked".into(),
+                })
+            })
+        })
+    })
 }
 
 fn make_slots(groups: Vec<ParamGroup>, n_bufs: usize) -> Result<Vec<Slot>> {
@@ -443,13 +501,14 @@ impl Optimizer for AdamW {
         let (b1, b2) = self.betas;
         let c1 = 1.0 - b1.powi(self.t as i32);
         let c2 = 1.0 - b2.powi(self.t as i32);
-        for s in &mut self.slots {
+        let (base_lr, eps) = (self.lr, self.eps);
+        par_slots(&mut self.slots, |s| {
             let Some(g) = grads.get(s.var.as_tensor()) else {
-                continue;
+                return Ok(());
             };
             let g = values(g)?;
             let mut w = values(s.var.as_tensor())?;
-            let lr = self.lr * s.lr_scale;
+            let lr = base_lr * s.lr_scale;
             let wd = s.weight_decay;
             let [m, v] = &mut s.bufs[..] else {
                 unreachable!("two buffers")
@@ -460,12 +519,11 @@ impl Optimizer for AdamW {
                 v[i] = b2 * v[i] + (1.0 - b2) * g[i] * g[i];
                 let mh = m[i] / c1;
                 let vh = v[i] / c2;
-                w[i] -= lr * mh / (vh.sqrt() + self.eps);
+                w[i] -= lr * mh / (vh.sqrt() + eps);
             }
             s.started = true;
-            write_back(&s.var, w)?;
-        }
-        Ok(())
+            write_back(&s.var, w)
+        })
     }
     fn learning_rate(&self) -> f64 {
         self.lr
@@ -535,13 +593,14 @@ impl Optimizer for Lion {
     fn step(&mut self, grads: &GradStore) -> Result<()> {
         self.t += 1;
         let (b1, b2) = self.betas;
-        for s in &mut self.slots {
+        let base_lr = self.lr;
+        par_slots(&mut self.slots, |s| {
             let Some(g) = grads.get(s.var.as_tensor()) else {
-                continue;
+                return Ok(());
             };
             let g = values(g)?;
             let mut w = values(s.var.as_tensor())?;
-            let lr = self.lr * s.lr_scale;
+            let lr = base_lr * s.lr_scale;
             let m = &mut s.bufs[0];
             for i in 0..w.len() {
                 w[i] *= 1.0 - lr * s.weight_decay;
@@ -549,9 +608,8 @@ impl Optimizer for Lion {
                 m[i] = b2 * m[i] + (1.0 - b2) * g[i];
             }
             s.started = true;
-            write_back(&s.var, w)?;
-        }
-        Ok(())
+            write_back(&s.var, w)
+        })
     }
     fn learning_rate(&self) -> f64 {
         self.lr
@@ -640,13 +698,14 @@ impl Optimizer for Sgd {
         }
         self.t += 1;
         let (mu, damp) = (self.momentum, self.dampening);
-        for s in &mut self.slots {
+        let (base_lr, nesterov) = (self.lr, self.nesterov);
+        par_slots(&mut self.slots, |s| {
             let Some(g) = grads.get(s.var.as_tensor()) else {
-                continue;
+                return Ok(());
             };
             let g = values(g)?;
             let mut w = values(s.var.as_tensor())?;
-            let lr = self.lr * s.lr_scale;
+            let lr = base_lr * s.lr_scale;
             let first = !s.started;
             let b = &mut s.bufs[0];
             for i in 0..w.len() {
@@ -657,14 +716,13 @@ impl Optimizer for Sgd {
                     } else {
                         mu * b[i] + (1.0 - damp) * d
                     };
-                    d = if self.nesterov { d + mu * b[i] } else { b[i] };
+                    d = if nesterov { d + mu * b[i] } else { b[i] };
                 }
                 w[i] -= lr * d;
             }
             s.started = mu != 0.0;
-            write_back(&s.var, w)?;
-        }
-        Ok(())
+            write_back(&s.var, w)
+        })
     }
     fn learning_rate(&self) -> f64 {
         self.lr

@@ -319,3 +319,56 @@ fn schedule_parses_from_config() {
     );
     assert!(bad.is_err());
 }
+
+/// Large parameter sets take the multi-threaded update path; the first
+/// AdamW step must still equal, on every element of every parameter, the
+/// update written out here in f64 (β = (0.9, 0.999), ε = 1e-8), to the bit.
+#[test]
+fn threaded_adamw_first_step_matches_the_formula_on_every_element() {
+    let dev = Device::Cpu;
+    let mk = |seed: u64, n: usize| -> Vec<f32> {
+        let mut s = seed | 1;
+        (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+            })
+            .collect()
+    };
+    let shapes = [(300usize, 400usize), (257, 300), (5, 7)];
+    let mut vars = BTreeMap::new();
+    let mut targets = Vec::new();
+    for (k, &(r, c)) in shapes.iter().enumerate() {
+        let w = Tensor::from_vec(mk(k as u64 + 1, r * c), (r, c), &dev).unwrap();
+        vars.insert(format!("p{k}"), Var::from_tensor(&w).unwrap());
+        targets.push(Tensor::from_vec(mk(k as u64 + 11, r * c), (r, c), &dev).unwrap());
+    }
+    // loss = Σ w·t, so the gradient of each parameter is its target.
+    let loss = vars
+        .values()
+        .zip(&targets)
+        .map(|(v, t)| (v.as_tensor() * t).unwrap().sum_all().unwrap())
+        .reduce(|a, b| (a + b).unwrap())
+        .unwrap();
+    let before: Vec<Vec<f32>> = vars
+        .values()
+        .map(|v| v.as_tensor().flatten_all().unwrap().to_vec1().unwrap())
+        .collect();
+    let (lr, wd) = (1e-2, 0.1);
+    let mut opt = AdamW::new(vars.clone(), lr, wd);
+    opt.step(&loss.backward().unwrap()).unwrap();
+    for ((v, w0), t) in vars.values().zip(&before).zip(&targets) {
+        let w1: Vec<f32> = v.as_tensor().flatten_all().unwrap().to_vec1().unwrap();
+        let g: Vec<f32> = t.flatten_all().unwrap().to_vec1().unwrap();
+        let (c1, c2) = (1.0 - 0.9f64, 1.0 - 0.999f64);
+        for i in 0..w1.len() {
+            let (w, g) = (w0[i] as f64, g[i] as f64);
+            let (m, v) = ((1.0 - 0.9) * g, (1.0 - 0.999) * g * g);
+            let want = (w * (1.0 - lr * wd) - lr * (m / c1) / ((v / c2).sqrt() + 1e-8)) as f32;
+            assert_eq!(w1[i], want, "element {i}");
+        }
+    }
+    assert!(vars.values().map(|v| v.elem_count()).sum::<usize>() > 1 << 16);
+}
