@@ -52,5 +52,16 @@ pub fn run_cli(args: QuickstartArgs, store: &AssetStore) -> Result<()> {
     for (phase, v) in &report.phases {
         println!("  {phase}: {v}");
     }
+    // The image–text model is an ordinary Mosaic model folder: the full
+    // evaluation suite runs on it from the test PNGs.
+    let model = report.out_dir.join("image-text").join("model");
+    println!(
+        "  evaluate it: mosaic data import fashion-mnist --out data/fashion-mnist && \\\n    \
+         mosaic eval model --model {} --manifest data/fashion-mnist/test.jsonl \\\n    \
+         --prompt-names \"{}\" --noise 0,0.1,0.2 --blur 0,1,2 --group-by class_index --out {}",
+        model.display(),
+        mosaic_train::quickstart::CLASSES.join(","),
+        report.out_dir.join("eval").display()
+    );
     Ok(())
 }
