@@ -364,6 +364,9 @@ pub fn run(a: ModelEvalArgs, store: &dyn Fn() -> Result<AssetStore>) -> Result<(
         bail!("{}: the manifest has no lines", a.manifest.display());
     }
     if let Some(n) = a.limit {
+        if n == 0 {
+            bail!("--limit 0 leaves no images to evaluate");
+        }
         records.truncate(n);
     }
     let classes = class_list(a.classes.as_deref(), &a.manifest, &records)?;
