@@ -9,12 +9,12 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use mosaic_core::assets::{AssetStore, FetchOptions};
+use mosaic_core::assets::AssetStore;
 use mosaic_core::candle::{D, DType, Device, Tensor};
 use mosaic_core::{Batch, Modality, ModalityBatch};
 use mosaic_data::image::{DecodeOptions, Filter, ImageProcessor, ResizeTo, decode_image};
 use mosaic_data::manifest::jsonl::{LabelValue, ManifestReader, ManifestRecord, resolve};
-use mosaic_data::text::{Padding, TextConfig, TextTokenizer};
+use mosaic_data::text::{Padding, TextTokenizer};
 use mosaic_eval::classification::{alignment_entropy, classification_report};
 use mosaic_eval::fairness::{breakdown, groups_from_manifest};
 use mosaic_eval::report::Report;
@@ -298,35 +298,6 @@ fn pick_head(cfg: &ArchConfig, want: Option<&str>) -> Result<String> {
     }
 }
 
-fn tokenizer(reference: &str, max_len: usize, store: &AssetStore) -> Result<TextTokenizer> {
-    let p = Path::new(reference);
-    let file = if p.is_file() {
-        p.to_path_buf()
-    } else if p.is_dir() {
-        p.join("tokenizer.json")
-    } else if store.catalog().get(reference).is_ok() {
-        store
-            .fetch(
-                reference,
-                &FetchOptions {
-                    force: false,
-                    progress: false,
-                },
-            )?
-            .join("tokenizer.json")
-    } else {
-        bail!("--tokenizer {reference}: not a file, a folder or a known asset");
-    };
-    Ok(TextTokenizer::from_file(
-        &file,
-        TextConfig {
-            max_length: Some(max_len),
-            padding: Padding::Fixed(max_len),
-            add_special_tokens: true,
-        },
-    )?)
-}
-
 /// Zero-shot top-1 accuracy of image embeddings against class embeddings.
 fn top1(image_emb: &Tensor, class_emb: &Tensor, labels: &[usize]) -> Result<f64> {
     let pred: Vec<u32> = image_emb
@@ -357,7 +328,12 @@ pub fn run(a: ModelEvalArgs, store: &dyn Fn() -> Result<AssetStore>) -> Result<(
         (None, Some(EncoderConfig::TextTransformer { max_len, .. })) => *max_len,
         (None, _) => 77,
     };
-    let tok = tokenizer(&a.tokenizer, max_len, &store()?)?;
+    let tok = mosaic_train::manifest::load_tokenizer(
+        &a.tokenizer,
+        max_len,
+        Padding::Fixed(max_len),
+        &store()?,
+    )?;
 
     let mut records = ManifestReader::read_all(&a.manifest)?;
     if records.is_empty() {

@@ -84,7 +84,15 @@ pub fn read_samples(path: &Path) -> Result<Vec<Sample>> {
         .collect())
 }
 
-fn tokenizer(reference: &str, max_len: usize, store: &AssetStore) -> Result<TextTokenizer> {
+/// A tokenizer from an asset name (fetched if needed), a model folder
+/// (its `tokenizer.json`) or a `tokenizer.json` file, truncating to
+/// `max_len` and padding as `padding` says.
+pub fn load_tokenizer(
+    reference: &str,
+    max_len: usize,
+    padding: Padding,
+    store: &AssetStore,
+) -> Result<TextTokenizer> {
     let p = Path::new(reference);
     let file = if p.is_file() {
         p.to_path_buf()
@@ -101,16 +109,16 @@ fn tokenizer(reference: &str, max_len: usize, store: &AssetStore) -> Result<Text
             )?
             .join("tokenizer.json")
     } else {
-        return Err(cfg_err(
-            "data.tokenizer",
-            format!("`{reference}` is not a file, a folder or a known asset"),
-        ));
+        return Err(Error::InvalidInput {
+            what: format!("tokenizer `{reference}`"),
+            message: "not a file, a folder or a known asset".into(),
+        });
     };
     Ok(TextTokenizer::from_file(
         &file,
         TextConfig {
             max_length: Some(max_len),
-            padding: Padding::Longest,
+            padding,
             add_special_tokens: true,
         },
     )?)
@@ -242,7 +250,7 @@ pub fn pipeline_for(
                 "the model reads text, so a tokenizer is needed (asset name, folder or tokenizer.json)",
             )
         })?;
-        p.text = Some(tokenizer(reference, n, store)?);
+        p.text = Some(load_tokenizer(reference, n, Padding::Longest, store)?);
     }
     Ok((p, AdaptPlan(adapt)))
 }

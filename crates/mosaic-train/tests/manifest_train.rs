@@ -105,6 +105,23 @@ widths = [8, 16]
 dim = 32
 "#;
 
+/// Runs a config; returns the summary and the mean of the first and of
+/// the last five losses.
+fn train(cfg_path: &Path, dir: &Path) -> (mosaic_train::trainer::TrainSummary, f64, f64) {
+    let cfg = TrainConfig::load(cfg_path, &[]).unwrap();
+    let s = run(&cfg, &store(dir), false, false).unwrap();
+    let first = s.losses[..5].iter().sum::<f64>() / 5.0;
+    let last = s.losses[s.losses.len() - 5..].iter().sum::<f64>() / 5.0;
+    (s, first, last)
+}
+
+fn store(dir: &Path) -> AssetStore {
+    AssetStore::new(
+        dir.join("assets"),
+        mosaic_core::assets::Catalog::load().unwrap(),
+    )
+}
+
 #[test]
 fn classifier_learns_from_a_png_manifest() {
     let tmp = tempfile::tempdir().unwrap();
@@ -117,14 +134,7 @@ fn classifier_learns_from_a_png_manifest() {
         100,
         "class_names = [\"stripes\", \"square\", \"cross\"]",
     );
-    let cfg = TrainConfig::load(&cfg_path, &[]).unwrap();
-    let store = AssetStore::new(
-        tmp.path().join("assets"),
-        mosaic_core::assets::Catalog::load().unwrap(),
-    );
-    let s = run(&cfg, &store, false, false).unwrap();
-    let first: f64 = s.losses[..5].iter().sum::<f64>() / 5.0;
-    let last: f64 = s.losses[s.losses.len() - 5..].iter().sum::<f64>() / 5.0;
+    let (s, first, last) = train(&cfg_path, tmp.path());
     assert!(last < 0.4 * first, "loss {first:.3} → {last:.3}");
     let acc = s.last_eval["accuracy_shape"];
     assert!(acc >= 0.9, "held-out accuracy {acc}");
@@ -147,14 +157,7 @@ fn image_text_contrastive_learns_from_a_manifest() {
         60,
         "",
     );
-    let cfg = TrainConfig::load(&cfg_path, &[]).unwrap();
-    let store = AssetStore::new(
-        tmp.path().join("assets"),
-        mosaic_core::assets::Catalog::load().unwrap(),
-    );
-    let s = run(&cfg, &store, false, false).unwrap();
-    let first: f64 = s.losses[..5].iter().sum::<f64>() / 5.0;
-    let last: f64 = s.losses[s.losses.len() - 5..].iter().sum::<f64>() / 5.0;
+    let (s, first, last) = train(&cfg_path, tmp.path());
     // Each batch of 12 holds 4 pairs per shape with the same caption, so
     // the loss can only fall from ln 12 ≈ 2.48 towards ln 4 ≈ 1.39.
     assert!(
@@ -188,10 +191,8 @@ fn bad_manifest_keys_are_named() {
         &["data.class_names=[\"stripes\", \"square\"]".to_string()],
     )
     .unwrap();
-    let store = AssetStore::new(
-        tmp.path().join("assets"),
-        mosaic_core::assets::Catalog::load().unwrap(),
-    );
-    let e = run(&cfg, &store, false, false).unwrap_err().to_string();
+    let e = run(&cfg, &store(tmp.path()), false, false)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("cross") || e.contains("label"), "{e}");
 }

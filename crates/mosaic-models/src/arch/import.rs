@@ -152,6 +152,32 @@ impl<'a> Conv<'a> {
         Ok(())
     }
 
+    /// The second half of a BLIP / CLIP vision layer: `layer_norm2` and
+    /// the `mlp.fc1`/`fc2` of width `hidden → inner → hidden`, as the arch
+    /// block's `norm2` and `mlp`.
+    fn norm_mlp(&mut self, layer: &str, block: &str, hidden: usize, inner: usize) -> Result<()> {
+        self.norm(
+            &format!("{layer}.layer_norm2"),
+            hidden,
+            &format!("{block}.norm2"),
+            false,
+        )?;
+        self.linear(
+            &format!("{layer}.mlp.fc1"),
+            hidden,
+            inner,
+            &format!("{block}.mlp.fc1"),
+            true,
+        )?;
+        self.linear(
+            &format!("{layer}.mlp.fc2"),
+            inner,
+            hidden,
+            &format!("{block}.mlp.fc2"),
+            true,
+        )
+    }
+
     /// Marks `hf` as knowingly unused.
     fn discard(&mut self, hf: &str, why: &str) -> Result<()> {
         self.w.get_unchecked(hf)?;
@@ -560,26 +586,7 @@ pub fn blip_itm(dir: &Path) -> Result<Imported> {
             &format!("{b}.attn.o"),
             true,
         )?;
-        cv.norm(
-            &format!("{l}.layer_norm2"),
-            vh,
-            &format!("{b}.norm2"),
-            false,
-        )?;
-        cv.linear(
-            &format!("{l}.mlp.fc1"),
-            vh,
-            vim,
-            &format!("{b}.mlp.fc1"),
-            true,
-        )?;
-        cv.linear(
-            &format!("{l}.mlp.fc2"),
-            vim,
-            vh,
-            &format!("{b}.mlp.fc2"),
-            true,
-        )?;
+        cv.norm_mlp(&l, &b, vh, vim)?;
     }
     cv.norm(
         &format!("{v}.post_layernorm"),
@@ -970,26 +977,7 @@ pub fn llava(dir: &Path) -> Result<Imported> {
                 true,
             )?;
         }
-        cv.norm(
-            &format!("{l}.layer_norm2"),
-            vh,
-            &format!("{b}.norm2"),
-            false,
-        )?;
-        cv.linear(
-            &format!("{l}.mlp.fc1"),
-            vh,
-            vim,
-            &format!("{b}.mlp.fc1"),
-            true,
-        )?;
-        cv.linear(
-            &format!("{l}.mlp.fc2"),
-            vim,
-            vh,
-            &format!("{b}.mlp.fc2"),
-            true,
-        )?;
+        cv.norm_mlp(&l, &b, vh, vim)?;
     }
     for part in ["weight", "bias"] {
         let name = format!("{vp}.post_layernorm.{part}");
