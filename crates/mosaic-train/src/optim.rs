@@ -277,6 +277,85 @@ fn write_back(var: &Var, w: Vec<f64>) -> Result<()> {
     Ok(())
 }
 
+/// Rewrites every element of `var` as `f(i, w_i, g_i)` (the parameter and
+/// gradient values widened to f64; the result stored in the parameter's
+/// dtype). For f32/f64 parameters on the CPU this runs in place on the
+/// parameter's storage: no copy of the parameter or the gradient, and no
+/// fresh allocation (a 152M-parameter AdamW step used to allocate and
+/// page-fault ~3.6 GB of temporaries). Other dtypes go through f64 copies.
+/// The arithmetic is the same either way.
+fn update_in_place(
+    var: &Var,
+    grad: &Tensor,
+    mut f: impl FnMut(usize, f64, f64) -> f64,
+) -> Result<()> {
+    let t = var.as_tensor();
+    if grad.dims() != t.dims() {
+        return Err(Error::InvalidInput {
+            what: "gradient".into(),
+            message: format!(
+                "shape {:?} differs from its parameter's {:?}",
+                grad.dims(),
+                t.dims()
+            ),
+        });
+    }
+    let same_float = matches!(
+        (t.dtype(), grad.dtype()),
+        (DType::F32, DType::F32) | (DType::F64, DType::F64)
+    );
+    if t.device().is_cpu() && t.is_contiguous() && same_float {
+        let g = grad.contiguous()?;
+        t.inplace_op2(&g, &InPlace(std::cell::RefCell::new(f)))?;
+        return Ok(());
+    }
+    let g = values(grad)?;
+    let mut w = values(t)?;
+    for (i, (w, &g)) in w.iter_mut().zip(&g).enumerate() {
+        *w = f(i, *w, g);
+    }
+    write_back(var, w)
+}
+
+/// The in-place element update of [`update_in_place`] as a candle op (the
+/// public way to write into a tensor's storage).
+struct InPlace<F>(std::cell::RefCell<F>);
+
+impl<F: FnMut(usize, f64, f64) -> f64> candle_core::InplaceOp2 for InPlace<F> {
+    fn name(&self) -> &'static str {
+        "mosaic-optimizer-update"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &mut candle_core::CpuStorage,
+        l1: &candle_core::Layout,
+        s2: &candle_core::CpuStorage,
+        l2: &candle_core::Layout,
+    ) -> candle_core::Result<()> {
+        use candle_core::CpuStorage as S;
+        let (Some((w0, w1)), Some((g0, g1))) = (l1.contiguous_offsets(), l2.contiguous_offsets())
+        else {
+            candle_core::bail!("optimizer update: parameter or gradient is not contiguous")
+        };
+        let mut f = self.0.borrow_mut();
+        match (s1, s2) {
+            (S::F32(w), S::F32(g)) => {
+                for (i, (w, &g)) in w[w0..w1].iter_mut().zip(&g[g0..g1]).enumerate() {
+                    *w = f(i, f64::from(*w), f64::from(g)) as f32;
+                }
+            }
+            (S::F64(w), S::F64(g)) => {
+                for (i, (w, &g)) in w[w0..w1].iter_mut().zip(&g[g0..g1]).enumerate() {
+                    *w = f(i, *w, g);
+                }
+            }
+            _ => candle_core::bail!("optimizer update: parameter and gradient dtypes differ"),
+        }
+        Ok(())
+    }
+}
+
 /// Runs `update` on every slot, the slots spread over the machine's
 /// threads (largest first, each to the least-loaded thread). Every slot's
 /// update is independent, so the result is the same as one thread's.
@@ -506,23 +585,21 @@ impl Optimizer for AdamW {
             let Some(g) = grads.get(s.var.as_tensor()) else {
                 return Ok(());
             };
-            let g = values(g)?;
-            let mut w = values(s.var.as_tensor())?;
             let lr = base_lr * s.lr_scale;
             let wd = s.weight_decay;
             let [m, v] = &mut s.bufs[..] else {
                 unreachable!("two buffers")
             };
-            for i in 0..w.len() {
-                w[i] *= 1.0 - lr * wd;
-                m[i] = b1 * m[i] + (1.0 - b1) * g[i];
-                v[i] = b2 * v[i] + (1.0 - b2) * g[i] * g[i];
+            update_in_place(&s.var, g, |i, w, g| {
+                let w = w * (1.0 - lr * wd);
+                m[i] = b1 * m[i] + (1.0 - b1) * g;
+                v[i] = b2 * v[i] + (1.0 - b2) * g * g;
                 let mh = m[i] / c1;
                 let vh = v[i] / c2;
-                w[i] -= lr * mh / (vh.sqrt() + eps);
-            }
+                w - lr * mh / (vh.sqrt() + eps)
+            })?;
             s.started = true;
-            write_back(&s.var, w)
+            Ok(())
         })
     }
     fn learning_rate(&self) -> f64 {
@@ -598,17 +675,16 @@ impl Optimizer for Lion {
             let Some(g) = grads.get(s.var.as_tensor()) else {
                 return Ok(());
             };
-            let g = values(g)?;
-            let mut w = values(s.var.as_tensor())?;
             let lr = base_lr * s.lr_scale;
+            let wd = s.weight_decay;
             let m = &mut s.bufs[0];
-            for i in 0..w.len() {
-                w[i] *= 1.0 - lr * s.weight_decay;
-                w[i] -= lr * sgn(b1 * m[i] + (1.0 - b1) * g[i]);
-                m[i] = b2 * m[i] + (1.0 - b2) * g[i];
-            }
+            update_in_place(&s.var, g, |i, w, g| {
+                let w = w * (1.0 - lr * wd) - lr * sgn(b1 * m[i] + (1.0 - b1) * g);
+                m[i] = b2 * m[i] + (1.0 - b2) * g;
+                w
+            })?;
             s.started = true;
-            write_back(&s.var, w)
+            Ok(())
         })
     }
     fn learning_rate(&self) -> f64 {
@@ -703,13 +779,12 @@ impl Optimizer for Sgd {
             let Some(g) = grads.get(s.var.as_tensor()) else {
                 return Ok(());
             };
-            let g = values(g)?;
-            let mut w = values(s.var.as_tensor())?;
             let lr = base_lr * s.lr_scale;
             let first = !s.started;
+            let wd = s.weight_decay;
             let b = &mut s.bufs[0];
-            for i in 0..w.len() {
-                let mut d = g[i] + s.weight_decay * w[i];
+            update_in_place(&s.var, g, |i, w, g| {
+                let mut d = g + wd * w;
                 if mu != 0.0 {
                     b[i] = if first {
                         d
@@ -718,10 +793,10 @@ impl Optimizer for Sgd {
                     };
                     d = if nesterov { d + mu * b[i] } else { b[i] };
                 }
-                w[i] -= lr * d;
-            }
+                w - lr * d
+            })?;
             s.started = mu != 0.0;
-            write_back(&s.var, w)
+            Ok(())
         })
     }
     fn learning_rate(&self) -> f64 {
