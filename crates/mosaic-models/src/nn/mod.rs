@@ -1,9 +1,12 @@
-//! Building blocks written with candle-core's primitive ops only, so that
-//! autograd reaches every input: candle-nn's `LayerNorm`, `RmsNorm` and
-//! `softmax_last_dim` are fused kernels that pass no gradient (DESIGN §4).
+//! Building blocks written with candle-core's primitive ops and Mosaic's
+//! own fused kernels ([`fused`]: GELU, softmax, LayerNorm, each with a
+//! checked backward), so that autograd reaches every input: candle-nn's
+//! `LayerNorm`, `RmsNorm` and `softmax_last_dim` are fused kernels that pass
+//! no gradient (DESIGN §4).
 
 pub mod attention;
 pub mod blocks;
+pub mod fused;
 pub mod gradcheck;
 pub mod ops;
 pub mod params;
@@ -14,6 +17,7 @@ pub use blocks::{
     Rope, Transformer, TransformerBlock,
 };
 pub use ops::{
-    Activation, LayerNorm, Linear, conv1d, fold_batch_norm, gelu_erf, gelu_tanh, softmax_last_dim,
+    Activation, LayerNorm, Linear, conv1d, fold_batch_norm, gelu_erf, gelu_tanh, matmul_last_dim,
+    softmax_last_dim,
 };
 pub use params::{Dense, Init, LoraSpec, ParamStore};

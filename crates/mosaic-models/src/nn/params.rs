@@ -16,6 +16,7 @@ use rand::SeedableRng;
 use rand_distr::{Distribution, Normal, Uniform};
 
 use crate::error::{Error, Result};
+use crate::nn::ops::matmul_last_dim;
 
 /// How a new parameter is filled.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -326,7 +327,7 @@ impl Dense {
         let y = self.linear.forward(x)?;
         match &self.lora {
             Some(l) => {
-                let u = x.broadcast_matmul(&l.a.t()?)?.broadcast_matmul(&l.b.t()?)?;
+                let u = matmul_last_dim(&matmul_last_dim(x, &l.a.t()?)?, &l.b.t()?)?;
                 Ok((y + (u * l.scale)?)?)
             }
             None => Ok(y),
