@@ -100,20 +100,27 @@ fn main() {
         eprintln!("benchmark: run with `cargo bench` (skipped under `cargo test`)");
         return;
     }
+    // `BENCH_ONLY=quickstart` or `BENCH_ONLY=vit` runs one model (profiling).
+    let only = std::env::var("BENCH_ONLY").unwrap_or_default();
     let quick = ArchConfig::from_file(std::path::Path::new(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../../configs/arch/fmnist_clip.toml"
     )))
     .unwrap();
-    bench(
-        "quickstart (fmnist_clip)",
-        quick,
-        (1, 28),
-        16,
-        30522,
-        128,
-        30,
-    );
+    if only != "vit" {
+        bench(
+            "quickstart (fmnist_clip)",
+            quick,
+            (1, 28),
+            16,
+            30522,
+            128,
+            30,
+        );
+    }
+    if only == "quickstart" {
+        return;
+    }
     let b32 = ArchConfig {
         name: "clip-vit-b32".into(),
         seed: 0,

@@ -53,7 +53,20 @@ impl SelfAttention {
 /// Multi-head scaled dot-product attention over already projected
 /// `q` `[B, Tq, H]`, `k`, `v` `[B, Tk, H]`: heads split `H`, scores scaled by
 /// `1/sqrt(H/heads)`, `bias` added before the softmax; returns `[B, Tq, H]`.
+/// One fused graph node on the CPU for f32/f64 ([`super::fused::attention`]).
 pub fn scaled_dot_product(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    heads: usize,
+    bias: Option<&Tensor>,
+) -> Result<Tensor> {
+    super::fused::attention(q, k, v, heads, bias)
+}
+
+/// [`scaled_dot_product`] from primitive ops: the path off the CPU, for
+/// half precision or a trainable bias, and the fused node's reference.
+pub fn scaled_dot_product_composed(
     q: &Tensor,
     k: &Tensor,
     v: &Tensor,

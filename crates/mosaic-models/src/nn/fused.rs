@@ -1,6 +1,6 @@
 //! Fused CPU kernels, each with its own backward, for the ops a
-//! transformer runs most: linear layers, exact GELU, softmax over the last
-//! dimension and LayerNorm.
+//! transformer runs most: linear layers, multi-head attention, exact GELU,
+//! softmax over the last dimension and LayerNorm.
 //!
 //! Composed from candle primitives, each of these is 5–10 graph nodes. For
 //! every node input, candle's backward allocates a zero tensor and adds the
@@ -513,16 +513,7 @@ impl LinearNode {
             .map_err(|_| candle_core::Error::Msg("linear: poisoned".into()))?
             .take()
             .ok_or_else(|| candle_core::Error::Msg("linear: forward ran twice".into()))?;
-        let (storage, layout) = y.storage_and_layout();
-        let candle_core::Storage::Cpu(cpu) = &*storage else {
-            candle_core::bail!("linear: product is not on the CPU")
-        };
-        let data = match (cpu, layout.contiguous_offsets()) {
-            (CpuStorage::F32(v), Some((a, b))) => CpuStorage::F32(v[a..b].to_vec()),
-            (CpuStorage::F64(v), Some((a, b))) => CpuStorage::F64(v[a..b].to_vec()),
-            _ => candle_core::bail!("linear: product is not a contiguous f32/f64 tensor"),
-        };
-        Ok((data, layout.shape().clone()))
+        copy_out(&y)
     }
 
     /// Input, weight and bias gradients from the output gradient `grad`
@@ -606,6 +597,160 @@ impl CustomOp3 for LinearNode {
         let (dx, dw, db) = Self::grads(x, w, grad, true)?;
         Ok((Some(dx), Some(dw), db))
     }
+}
+
+// ----------------------------------------------------------- attention
+
+/// Multi-head scaled dot-product attention as one graph node: `q`
+/// `[B, Tq, H]`, `k`, `v` `[B, Tk, H]` (already projected), `heads` split
+/// `H`, scores scaled by `1/sqrt(H/heads)`, `bias` (a constant mask,
+/// broadcasting to `[B, heads, Tq, Tk]`) added before the softmax; returns
+/// `[B, Tq, H]`. Composed, the head split, transposes, scaling, softmax and
+/// merge are a dozen nodes, each costing candle's backward a zero tensor
+/// and an add. The backward here keeps the softmax probabilities from the
+/// forward. Falls back to the composed op off the CPU, for half precision,
+/// mixed dtypes or a bias that needs a gradient.
+pub fn attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    heads: usize,
+    bias: Option<&Tensor>,
+) -> crate::error::Result<Tensor> {
+    let dt = q.dtype();
+    let ok = fusable(q)
+        && k.dtype() == dt
+        && v.dtype() == dt
+        && q.rank() == 3
+        && k.rank() == 3
+        && v.rank() == 3
+        && bias.is_none_or(|b| b.dtype() == dt && !b.track_op());
+    if !ok {
+        return super::attention::scaled_dot_product_composed(q, k, v, heads, bias);
+    }
+    let (b, _, h) = q.dims3()?;
+    let tk = k.dim(1)?;
+    if heads == 0 || h % heads != 0 || k.dims() != [b, tk, h] || v.dims() != [b, tk, h] {
+        return super::attention::scaled_dot_product_composed(q, k, v, heads, bias);
+    }
+    let node = AttentionNode {
+        heads,
+        scale: 1.0 / ((h / heads) as f64).sqrt(),
+        product: std::sync::Mutex::new(None),
+        probs: std::sync::Mutex::new(None),
+    };
+    let (qh, kh, vh) = (
+        node.split(&q.detach())?,
+        node.split(&k.detach())?,
+        node.split(&v.detach())?,
+    );
+    let mut scores = (qh.matmul(&kh.t()?)? * node.scale)?;
+    if let Some(bias) = bias {
+        scores = scores.broadcast_add(bias)?;
+    }
+    let probs = softmax_last_dim(&scores)?;
+    let out = node.merge(&probs.matmul(&vh)?)?;
+    *node.product.lock().map_err(|_| lock_error())? = Some(out);
+    *node.probs.lock().map_err(|_| lock_error())? = Some(probs);
+    Ok(q.apply_op3(k, v, node)?)
+}
+
+fn lock_error() -> candle_core::Error {
+    candle_core::Error::Msg("attention: poisoned".into())
+}
+
+/// The graph node of [`attention`].
+struct AttentionNode {
+    heads: usize,
+    scale: f64,
+    /// The output, handed over by the forward.
+    product: std::sync::Mutex<Option<Tensor>>,
+    /// Softmax probabilities `[B, heads, Tq, Tk]`, for the backward.
+    probs: std::sync::Mutex<Option<Tensor>>,
+}
+
+impl AttentionNode {
+    /// `[B, T, H]` → `[B, heads, T, H/heads]`, contiguous.
+    fn split(&self, y: &Tensor) -> candle_core::Result<Tensor> {
+        let (b, t, h) = y.dims3()?;
+        y.reshape((b, t, self.heads, h / self.heads))?
+            .transpose(1, 2)?
+            .contiguous()
+    }
+
+    /// `[B, heads, T, hd]` → `[B, T, heads·hd]`, contiguous.
+    fn merge(&self, y: &Tensor) -> candle_core::Result<Tensor> {
+        let (b, n, t, hd) = y.dims4()?;
+        y.transpose(1, 2)?.reshape((b, t, n * hd))
+    }
+}
+
+impl CustomOp3 for AttentionNode {
+    fn name(&self) -> &'static str {
+        "mosaic-attention"
+    }
+
+    fn cpu_fwd(
+        &self,
+        _: &CpuStorage,
+        _: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let y = self
+            .product
+            .lock()
+            .map_err(|_| lock_error())?
+            .take()
+            .ok_or_else(|| candle_core::Error::Msg("attention: forward ran twice".into()))?;
+        copy_out(&y)
+    }
+
+    fn bwd(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let p = self
+            .probs
+            .lock()
+            .map_err(|_| lock_error())?
+            .clone()
+            .ok_or_else(|| candle_core::Error::Msg("attention: no forward".into()))?;
+        let (qh, kh, vh) = (self.split(q)?, self.split(k)?, self.split(v)?);
+        let d_out = self.split(grad)?;
+        let dp = d_out.matmul(&vh.t()?)?;
+        let dv = p.t()?.matmul(&d_out)?;
+        // dS = P ⊙ (dP − Σ dP ⊙ P), then the score scale.
+        let ds = (p.apply_op2_no_bwd(&dp.contiguous()?, &SoftmaxGrad)? * self.scale)?;
+        let dq = ds.matmul(&kh)?;
+        let dk = ds.t()?.matmul(&qh)?;
+        Ok((
+            Some(self.merge(&dq)?),
+            Some(self.merge(&dk)?),
+            Some(self.merge(&dv)?),
+        ))
+    }
+}
+
+/// A fresh copy of a contiguous f32/f64 CPU tensor's storage (a custom
+/// op's forward must return storage of its own).
+fn copy_out(y: &Tensor) -> candle_core::Result<(CpuStorage, Shape)> {
+    let (storage, layout) = y.storage_and_layout();
+    let candle_core::Storage::Cpu(cpu) = &*storage else {
+        candle_core::bail!("fused op: product is not on the CPU")
+    };
+    let data = match (cpu, layout.contiguous_offsets()) {
+        (CpuStorage::F32(v), Some((a, b))) => CpuStorage::F32(v[a..b].to_vec()),
+        (CpuStorage::F64(v), Some((a, b))) => CpuStorage::F64(v[a..b].to_vec()),
+        _ => candle_core::bail!("fused op: product is not a contiguous f32/f64 tensor"),
+    };
+    Ok((data, layout.shape().clone()))
 }
 
 #[cfg(test)]
@@ -713,6 +858,46 @@ mod tests {
             |t| linear(&t[0], &t[1], None),
             |t| ops::linear_composed(&t[0], &t[1], None),
         );
+        let q = randn(&[2, 5, 12], 16);
+        let kv = randn(&[2, 7, 12], 17);
+        let v = randn(&[2, 7, 12], 18);
+        let mask = Tensor::from_vec(
+            vec![
+                0.0, 0.0, 0.0, -1e9, 0.0, 0.0, 0.0, 0.0, 0.0, -1e9, -1e9, -1e9, 0.0, 0.0,
+            ],
+            (2, 1, 1, 7),
+            &Device::Cpu,
+        )
+        .unwrap();
+        for bias in [None, Some(mask)] {
+            let b2 = bias.clone();
+            agree(
+                "attention",
+                &[q.clone(), kv.clone(), v.clone()],
+                move |t| {
+                    attention(
+                        &t[0],
+                        &t[1],
+                        &t[2],
+                        3,
+                        bias.as_ref()
+                            .map(|m| m.to_dtype(t[0].dtype()).unwrap())
+                            .as_ref(),
+                    )
+                },
+                move |t| {
+                    crate::nn::attention::scaled_dot_product_composed(
+                        &t[0],
+                        &t[1],
+                        &t[2],
+                        3,
+                        b2.as_ref()
+                            .map(|m| m.to_dtype(t[0].dtype()).unwrap())
+                            .as_ref(),
+                    )
+                },
+            );
+        }
         // Many rows, so the parallel reduction of the parameter gradients
         // spans several tasks.
         let big = randn(&[600, 64], 4);
@@ -744,6 +929,7 @@ mod tests {
         let loss = || -> crate::error::Result<Tensor> {
             let h = linear(x.as_tensor(), lw.as_tensor(), Some(lb.as_tensor()))?;
             let h = layer_norm(&h, w.as_tensor(), b.as_tensor(), 1e-5)?;
+            let h = attention(&h, &h, &h, 3, None)?;
             let h = softmax_last_dim(&gelu_erf(&h)?)?;
             Ok((h * &r)?.sum_all()?)
         };
