@@ -1,4 +1,6 @@
-//! Named weights of a checkpoint, with shape checks that name the weight.
+//! Named weights of a checkpoint file, with shape checks that name the
+//! weight: the checkpoint backend of [`crate::nn::ParamStore`], which is
+//! how every model reads them.
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -168,9 +170,21 @@ impl Weights {
         Ok(t.clone())
     }
 
+    /// [`Weights::get`], removing the tensor from this map (it stays
+    /// counted as used): the caller keeps the only copy.
+    pub fn take(&mut self, name: &str, shape: &[usize]) -> Result<Tensor> {
+        let (key, t) = self.lookup(name, shape)?;
+        self.tensors.remove(&key);
+        Ok(t)
+    }
+
     /// The weight `name`, which must have `shape`. Old BERT checkpoints
     /// name LayerNorm parameters `gamma`/`beta`; those are accepted too.
     pub fn get(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
+        Ok(self.lookup(name, shape)?.1)
+    }
+
+    fn lookup(&self, name: &str, shape: &[usize]) -> Result<(String, Tensor)> {
         let alias = name
             .strip_suffix(".weight")
             .map(|b| format!("{b}.gamma"))
@@ -197,7 +211,7 @@ impl Weights {
                 message: format!("shape {:?}, expected {shape:?}", t.dims()),
             });
         }
-        Ok(t.clone())
+        Ok((key.clone(), t.clone()))
     }
 }
 

@@ -83,9 +83,11 @@ impl ImageTextModel {
     /// sigmoid per label (SigLIP).
     fn probabilities(&self, cos: &Tensor) -> Result<Tensor> {
         match self {
-            ImageTextModel::Clip(m) => crate::nn::softmax_last_dim(&(cos * m.logit_scale().exp())?),
+            ImageTextModel::Clip(m) => {
+                crate::nn::softmax_last_dim(&(cos * m.logit_scale()?.exp())?)
+            }
             ImageTextModel::Siglip(m) => {
-                let z = ((cos * m.logit_scale().exp())? + m.logit_bias())?;
+                let z = ((cos * m.logit_scale()?.exp())? + m.logit_bias()?)?;
                 Ok(candle_core::Tensor::ones_like(&z)?.broadcast_div(&(z.neg()?.exp()? + 1.0)?)?)
             }
         }

@@ -586,7 +586,9 @@ fn lora_and_prompt_tokens() {
     let x = randn(1, &[2, 3, 8]);
     let d = max_abs(
         &attn.q.forward(&x).unwrap(),
-        &attn.q.linear.forward(&x).unwrap(),
+        &mosaic_models::nn::Linear::new(attn.q.weight.clone(), attn.q.bias.clone())
+            .forward(&x)
+            .unwrap(),
     );
     assert_eq!(d, 0.0);
     let names: Vec<String> = p.vars().keys().cloned().collect();
@@ -603,7 +605,7 @@ fn lora_and_prompt_tokens() {
     let y1 = x
         .broadcast_matmul(&merged.t().unwrap())
         .unwrap()
-        .broadcast_add(attn.q.linear.bias.as_ref().unwrap())
+        .broadcast_add(attn.q.bias.as_ref().unwrap())
         .unwrap();
     assert!(max_abs(&y1, &attn.q.forward(&x).unwrap()) < 1e-12);
     assert_eq!(l.scale, 2.0);

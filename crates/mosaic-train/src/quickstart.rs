@@ -521,7 +521,7 @@ fn write_report(report: &QuickstartReport, seconds: f64) -> Result<()> {
 struct Tower {
     params: mosaic_models::nn::ParamStore,
     encoder: mosaic_models::arch::encoders::ArchEncoder,
-    proj: mosaic_models::nn::Dense,
+    proj: mosaic_models::nn::Linear,
     logit_scale: Tensor,
 }
 

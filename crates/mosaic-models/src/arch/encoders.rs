@@ -9,9 +9,10 @@ use mosaic_core::{Modality, ModalityBatch};
 use crate::arch::config::{BlockOptions, EncoderConfig, Positions, VideoAttention};
 use crate::encoder::{Encoder, Features};
 use crate::error::{Error, Result};
+use crate::nn::Linear;
 use crate::nn::attention::patchify;
 use crate::nn::blocks::{BlockSpec, Embedding, PromptTokens, Transformer, key_bias, layer_norm};
-use crate::nn::params::{Dense, Init, ParamStore};
+use crate::nn::params::{Init, ParamStore};
 use crate::nn::{Activation, LayerNorm, MultiHeadAttention, TransformerBlock, conv1d};
 
 /// Mean over positions with mask 1: `[B, T, D]`, `[B, T]` → `[B, D]`.
@@ -326,7 +327,7 @@ impl Encoder for BagEncoder {
 /// Patch embedding + class token + learned positions + transformer.
 #[derive(Debug, Clone)]
 pub struct VitEncoder {
-    patch: Dense,
+    patch: Linear,
     cls: Tensor,
     pos: Tensor,
     embed_norm: Option<crate::nn::Norm>,
@@ -543,7 +544,7 @@ impl Encoder for VitEncoder {
 #[derive(Debug, Clone)]
 pub struct CnnEncoder {
     convs: Vec<(Tensor, Tensor)>,
-    proj: Dense,
+    proj: Linear,
     image_size: usize,
     channels: usize,
     dim: usize,
@@ -915,7 +916,7 @@ fn masked_max(x: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
 /// A shared per-point MLP (ReLU), max-pooled over real points.
 #[derive(Debug, Clone)]
 pub struct PointNetEncoder {
-    layers: Vec<Dense>,
+    layers: Vec<Linear>,
     in_features: usize,
     dim: usize,
 }
@@ -967,11 +968,7 @@ impl Encoder for PointNetEncoder {
     }
     /// Tokens: per-point features; pooled: their max over real points.
     fn encode(&self, batch: &ModalityBatch) -> Result<Features> {
-        let (x, mask) = point_input(
-            batch,
-            self.in_features,
-            self.layers[0].linear.weight.dtype(),
-        )?;
+        let (x, mask) = point_input(batch, self.in_features, self.layers[0].weight.dtype())?;
         let tokens = self.point_features(&x)?;
         let pooled = masked_max(&tokens, mask.as_ref())?;
         Ok(Features {
@@ -1032,7 +1029,7 @@ pub fn group_points(
 /// Point groups → mini PointNet → transformer over groups.
 #[derive(Debug, Clone)]
 pub struct PointTransformerEncoder {
-    local: Vec<Dense>,
+    local: Vec<Linear>,
     centre_pos: crate::nn::Mlp,
     body: Transformer,
     in_features: usize,
@@ -1089,7 +1086,7 @@ impl Encoder for PointTransformerEncoder {
     /// the real points only (xyz = the first three features), with member
     /// coordinates taken relative to their centre.
     fn encode(&self, batch: &ModalityBatch) -> Result<Features> {
-        let (x, mask) = point_input(batch, self.in_features, self.local[0].linear.weight.dtype())?;
+        let (x, mask) = point_input(batch, self.in_features, self.local[0].weight.dtype())?;
         let (b, n, f) = x.dims3()?;
         let xv: Vec<Vec<Vec<f64>>> = x.to_dtype(DType::F64)?.to_vec3()?;
         let mv: Option<Vec<Vec<u8>>> = mask

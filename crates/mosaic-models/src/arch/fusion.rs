@@ -8,10 +8,11 @@ use mosaic_core::Modality;
 use crate::arch::config::{ArchConfig, FusionConfig, Positions, Projector};
 use crate::encoder::Features;
 use crate::error::{Error, Result};
+use crate::nn::Linear;
 use crate::nn::blocks::{
     AttentionPool, BlockCache, BlockSpec, Embedding, Transformer, causal_bias_after, key_bias,
 };
-use crate::nn::params::{Dense, Init, ParamStore};
+use crate::nn::params::{Init, ParamStore};
 use crate::nn::{Activation, softmax_last_dim};
 
 /// What fusion hands to the heads.
@@ -33,12 +34,12 @@ pub enum Fusion {
     /// Feature-level early fusion.
     Early {
         /// The shared MLP (ReLU between layers).
-        layers: Vec<Dense>,
+        layers: Vec<Linear>,
     },
     /// Independent towers.
     Late {
         /// Projection of each modality's pooled vector to `dim`.
-        proj: BTreeMap<Modality, Dense>,
+        proj: BTreeMap<Modality, Linear>,
     },
     /// Query stream cross-attends to a context stream.
     CrossAttention {
@@ -50,12 +51,12 @@ pub enum Fusion {
         body: Transformer,
         /// Unimodal (retrieval) projections of the query's self-attention-only
         /// first token and the context's pooled vector (empty when off).
-        unimodal: BTreeMap<Modality, Dense>,
+        unimodal: BTreeMap<Modality, Linear>,
     },
     /// One transformer over all tokens.
     SingleStream {
         /// Per-modality token projections to `dim` (empty: none).
-        proj: BTreeMap<Modality, Dense>,
+        proj: BTreeMap<Modality, Linear>,
         /// Modality order in the sequence; row `i` of `types` is `order[i]`'s.
         order: Vec<Modality>,
         /// Modality-type embeddings `[M, dim]`.
@@ -65,12 +66,12 @@ pub enum Fusion {
         /// The transformer.
         body: Transformer,
         /// `tanh(pooler(first token))` as the pooled vector, when set.
-        pooler: Option<Dense>,
+        pooler: Option<Linear>,
     },
     /// Towers then a shared transformer.
     MultiStream {
         /// Per-modality token projections to `dim`.
-        proj: BTreeMap<Modality, Dense>,
+        proj: BTreeMap<Modality, Linear>,
         /// Modality-type embeddings.
         types: Tensor,
         /// The fusion transformer.
@@ -79,9 +80,9 @@ pub enum Fusion {
     /// Softmax gates over present modalities.
     Gated {
         /// Projections to `dim`.
-        proj: BTreeMap<Modality, Dense>,
+        proj: BTreeMap<Modality, Linear>,
         /// Gate logits from the concatenated projected vectors.
-        gate: Dense,
+        gate: Linear,
     },
     /// Prefix tokens + causal decoder.
     Generative(Box<GenerativeDecoder>),
@@ -92,7 +93,7 @@ impl Fusion {
     pub fn build(p: &ParamStore, cfg: &ArchConfig) -> Result<Self> {
         let p = p.sub("fusion");
         let d = cfg.dim;
-        let projections = |p: &ParamStore| -> Result<BTreeMap<Modality, Dense>> {
+        let projections = |p: &ParamStore| -> Result<BTreeMap<Modality, Linear>> {
             cfg.encoders
                 .iter()
                 .map(|(m, e)| Ok((*m, p.linear(&format!("proj.{m}"), e.dim(), d, true)?)))
@@ -269,7 +270,7 @@ impl Fusion {
         };
         match self {
             Fusion::Early { layers } => {
-                let want = layers[0].linear.weight.dim(1)?;
+                let want = layers[0].weight.dim(1)?;
                 let have: usize = feats.values().map(|f| f.pooled.dim(1).unwrap_or(0)).sum();
                 if have != want {
                     return Err(Error::InvalidInput {
@@ -379,7 +380,7 @@ impl Fusion {
                             (pr.forward(&f.pooled)?.broadcast_mul(&a)?, a)
                         }
                         None => {
-                            let d = pr.linear.weight.dim(0)?;
+                            let d = pr.weight.dim(0)?;
                             (
                                 Tensor::zeros((b, d), dtype, &dev)?,
                                 Tensor::zeros((b, 1), dtype, &dev)?,
@@ -418,7 +419,7 @@ impl Fusion {
 /// padding masked; returns the tokens and the `[B, T]` u8 mask.
 fn one_stream(
     feats: &BTreeMap<Modality, Features>,
-    proj: &BTreeMap<Modality, Dense>,
+    proj: &BTreeMap<Modality, Linear>,
     order: &[Modality],
     types: &Tensor,
     cls: Option<&Tensor>,
@@ -468,17 +469,17 @@ fn one_stream(
 #[derive(Debug, Clone)]
 pub struct GenerativeDecoder {
     prefix: Vec<Modality>,
-    projs: BTreeMap<Modality, Dense>,
+    projs: BTreeMap<Modality, Linear>,
     pools: BTreeMap<Modality, Vec<AttentionPool>>,
     /// Second linears of `mlp` projectors.
-    projs2: BTreeMap<Modality, Dense>,
+    projs2: BTreeMap<Modality, Linear>,
     projector_act: Activation,
     prefix_tokens: usize,
     embed: Embedding,
     /// Learned positions (`None`: rotary attention).
     pos: Option<Tensor>,
     body: Transformer,
-    lm_head: Dense,
+    lm_head: Linear,
     max_len: usize,
     vocab_size: usize,
     image_token: Option<u32>,

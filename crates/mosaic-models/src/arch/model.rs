@@ -12,7 +12,8 @@ use crate::arch::encoders::ArchEncoder;
 use crate::arch::fusion::{Fused, Fusion, GenerativeDecoder};
 use crate::encoder::{Encoder, Features};
 use crate::error::{Error, Result};
-use crate::nn::params::{Dense, Init, ParamStore};
+use crate::nn::Linear;
+use crate::nn::params::{Init, ParamStore};
 use crate::pretrained::bert::l2_normalize;
 
 /// A built head.
@@ -23,14 +24,14 @@ pub enum Head {
         /// The two modalities.
         modalities: [Modality; 2],
         /// Projections from each modality's pooled features.
-        proj: [Dense; 2],
+        proj: [Linear; 2],
         /// `log(1 / temperature)`, scalar.
         logit_scale: Tensor,
     },
     /// Linear classifier on the fused vector.
-    Classifier(Dense),
+    Classifier(Linear),
     /// Match / no-match on the fused vector.
-    Itm(Dense),
+    Itm(Linear),
     /// Next-token logits of the generative decoder.
     Lm,
 }
@@ -90,7 +91,7 @@ impl MultimodalModel {
                         Fusion::Late { .. } | Fusion::Gated { .. } => config.dim,
                         // Cross-attention's unimodal projections feed the head.
                         Fusion::CrossAttention { unimodal, .. } if unimodal.contains_key(m) => {
-                            unimodal[m].linear.weight.dims()[0]
+                            unimodal[m].weight.dims()[0]
                         }
                         _ => config.encoders[m].dim(),
                     };

@@ -5,7 +5,7 @@ use candle_core::{DType, Device, Tensor};
 
 use super::ops::{Activation, LayerNorm, Linear, softmax_last_dim};
 use crate::error::Result;
-use crate::weights::Weights;
+use crate::nn::ParamStore;
 
 /// Multi-head self-attention with separate q/k/v/out projections.
 #[derive(Debug, Clone)]
@@ -152,7 +152,7 @@ impl PreNormLayer {
     /// Loads a layer under `prefix` with the given naming.
     #[allow(clippy::too_many_arguments)]
     pub fn load(
-        w: &Weights,
+        w: &ParamStore,
         prefix: &str,
         names: &PreNormNames,
         hidden: usize,
@@ -181,7 +181,7 @@ impl PreNormLayer {
     /// Loads layers `{prefix}.0` … `{prefix}.{n-1}`.
     #[allow(clippy::too_many_arguments)]
     pub fn load_stack(
-        w: &Weights,
+        w: &ParamStore,
         prefix: &str,
         n: usize,
         names: &PreNormNames,

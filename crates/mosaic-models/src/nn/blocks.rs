@@ -7,8 +7,9 @@
 use candle_core::{D, DType, Device, Tensor};
 
 use crate::error::{Error, Result};
+use crate::nn::Linear;
 use crate::nn::attention::scaled_dot_product;
-use crate::nn::params::{Dense, Init, ParamStore};
+use crate::nn::params::{Init, ParamStore};
 use crate::nn::{Activation, LayerNorm};
 
 /// A LayerNorm with trainable scale and shift.
@@ -138,13 +139,13 @@ impl AttnCache {
 #[derive(Debug, Clone)]
 pub struct MultiHeadAttention {
     /// Query projection.
-    pub q: Dense,
+    pub q: Linear,
     /// Key projection.
-    pub k: Dense,
+    pub k: Linear,
     /// Value projection.
-    pub v: Dense,
+    pub v: Linear,
     /// Output projection.
-    pub o: Dense,
+    pub o: Linear,
     /// Heads.
     pub heads: usize,
     /// Key/value heads (`heads` unless grouped-query attention): query head
@@ -317,13 +318,13 @@ impl MultiHeadAttention {
 #[derive(Debug, Clone)]
 pub struct Mlp {
     /// In.
-    pub fc1: Dense,
+    pub fc1: Linear,
     /// Out.
-    pub fc2: Dense,
+    pub fc2: Linear,
     /// Activation.
     pub act: Activation,
     /// The gate of a gated MLP (Llama's `gate_proj`; `fc1` is `up_proj`).
-    pub gate: Option<Dense>,
+    pub gate: Option<Linear>,
 }
 
 impl Mlp {

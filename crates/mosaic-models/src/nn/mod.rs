@@ -17,7 +17,7 @@ pub use blocks::{
     Rope, Transformer, TransformerBlock,
 };
 pub use ops::{
-    Activation, LayerNorm, Linear, conv1d, fold_batch_norm, gelu_erf, gelu_tanh, matmul_last_dim,
-    softmax_last_dim,
+    Activation, ConvBatchNorm, LayerNorm, Linear, Lora, conv1d, gelu_erf, gelu_tanh,
+    matmul_last_dim, softmax_last_dim,
 };
-pub use params::{Dense, Init, LoraSpec, ParamStore};
+pub use params::{CheckpointMode, Init, LoraSpec, ParamStore};

@@ -3,30 +3,69 @@
 use candle_core::{D, Tensor};
 
 use crate::error::{Error, Result};
-use crate::weights::Weights;
+use crate::nn::params::{Init, ParamStore};
 
-/// `y = x Wᵀ + b` over the last dimension.
+/// `y = x Wᵀ + b (+ scale · x Aᵀ Bᵀ)` over the last dimension: the one
+/// linear layer of every family and every config-built block, so LoRA (and
+/// later quantization) applies to all of them by name.
 #[derive(Debug, Clone)]
 pub struct Linear {
     /// `[out, in]`.
     pub weight: Tensor,
     /// `[out]`.
     pub bias: Option<Tensor>,
+    /// A LoRA adapter, when the store's [`crate::nn::LoraSpec`] targets
+    /// this layer's name.
+    pub lora: Option<Lora>,
+}
+
+/// A low-rank update `scale · B A`.
+#[derive(Debug, Clone)]
+pub struct Lora {
+    /// `[r, in]`.
+    pub a: Tensor,
+    /// `[out, r]`.
+    pub b: Tensor,
+    /// `alpha / r`.
+    pub scale: f64,
 }
 
 impl Linear {
-    /// Loads `{prefix}.weight` `[out, in]` and `{prefix}.bias` `[out]`.
-    pub fn load(w: &Weights, prefix: &str, in_dim: usize, out_dim: usize) -> Result<Self> {
-        Ok(Linear {
-            weight: w.get(&format!("{prefix}.weight"), &[out_dim, in_dim])?,
-            bias: Some(w.get(&format!("{prefix}.bias"), &[out_dim])?),
-        })
+    /// A layer from its tensors, without an adapter.
+    pub fn new(weight: Tensor, bias: Option<Tensor>) -> Self {
+        Linear {
+            weight,
+            bias,
+            lora: None,
+        }
+    }
+
+    /// `{prefix}.weight` `[out, in]` and `{prefix}.bias` `[out]` from the
+    /// store (a checkpoint's tensors, or fresh ones with PyTorch's init),
+    /// with LoRA where the store's spec targets `prefix`.
+    pub fn load(p: &ParamStore, prefix: &str, in_dim: usize, out_dim: usize) -> Result<Self> {
+        p.linear(prefix, in_dim, out_dim, true)
     }
 
     /// Applies the layer to `[..., in]` (one fused graph node on the CPU
     /// for f32/f64).
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        super::fused::linear(x, &self.weight, self.bias.as_ref())
+        let y = super::fused::linear(x, &self.weight, self.bias.as_ref())?;
+        match &self.lora {
+            Some(l) => {
+                let u = matmul_last_dim(&matmul_last_dim(x, &l.a.t()?)?, &l.b.t()?)?;
+                Ok((y + (u * l.scale)?)?)
+            }
+            None => Ok(y),
+        }
+    }
+
+    /// The weight with the adapter folded in (`W + scale · B A`), for export.
+    pub fn merged_weight(&self) -> Result<Tensor> {
+        match &self.lora {
+            Some(l) => Ok((self.weight.detach() + (l.b.matmul(&l.a)? * l.scale)?)?),
+            None => Ok(self.weight.detach()),
+        }
     }
 }
 
@@ -70,11 +109,13 @@ pub struct LayerNorm {
 }
 
 impl LayerNorm {
-    /// Loads `{prefix}.weight` / `{prefix}.bias` of size `dim`.
-    pub fn load(w: &Weights, prefix: &str, dim: usize, eps: f64) -> Result<Self> {
+    /// `{prefix}.weight` / `{prefix}.bias` of size `dim` (fresh: ones and
+    /// zeros).
+    pub fn load(p: &ParamStore, prefix: &str, dim: usize, eps: f64) -> Result<Self> {
+        let s = p.sub(prefix);
         Ok(LayerNorm {
-            weight: w.get(&format!("{prefix}.weight"), &[dim])?,
-            bias: w.get(&format!("{prefix}.bias"), &[dim])?,
+            weight: s.get("weight", &[dim], Init::Ones)?,
+            bias: s.get("bias", &[dim], Init::Zeros)?,
             eps,
         })
     }
@@ -95,27 +136,80 @@ pub fn layer_norm_composed(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64)
     Ok(normed.broadcast_mul(weight)?.broadcast_add(bias)?)
 }
 
-/// Folds an inference-mode BatchNorm (`{bn}.weight/bias/running_mean/
-/// running_var`, `eps`) into the preceding convolution's `[C_out, ...]`
-/// weight: returns the scaled weight and the bias `beta - mean·scale`.
-pub fn fold_batch_norm(
-    w: &Weights,
-    conv_weight: &Tensor,
-    bn: &str,
+/// A convolution weight followed by an inference-mode BatchNorm
+/// (`{bn}.weight/bias` trainable, `{bn}.running_mean/running_var` buffers),
+/// folded into one weight and bias: `w · γ/√(var+ε)` and `β − mean·γ/√(var+ε)`.
+/// When nothing is trainable the fold is computed once at load; otherwise
+/// on every forward, so that an optimiser's update of the convolution or
+/// the BatchNorm scale is seen (a fold cached at load would go stale).
+#[derive(Debug, Clone)]
+pub struct ConvBatchNorm {
+    conv: Tensor,
+    gamma: Tensor,
+    beta: Tensor,
+    mean: Tensor,
+    var: Tensor,
     eps: f64,
-) -> Result<(Tensor, Tensor)> {
-    let out_c = conv_weight.dim(0)?;
-    let gamma = w.get(&format!("{bn}.weight"), &[out_c])?;
-    let beta = w.get(&format!("{bn}.bias"), &[out_c])?;
-    let mean = w.get(&format!("{bn}.running_mean"), &[out_c])?;
-    let var = w.get(&format!("{bn}.running_var"), &[out_c])?;
-    let scale = gamma.broadcast_div(&(var + eps)?.sqrt()?)?;
-    let mut shape = vec![1usize; conv_weight.rank()];
-    shape[0] = out_c;
-    Ok((
-        conv_weight.broadcast_mul(&scale.reshape(shape)?)?,
-        (beta - mean.mul(&scale)?)?,
-    ))
+    folded: Option<(Tensor, Tensor)>,
+}
+
+impl ConvBatchNorm {
+    /// Reads `{conv}` (shape `conv_shape`, `[C_out, ...]`; fresh: Kaiming
+    /// uniform) and the BatchNorm under `bn` (fresh: γ 1, β 0, mean 0,
+    /// var 1).
+    pub fn load(
+        p: &ParamStore,
+        conv: &str,
+        conv_shape: &[usize],
+        bn: &str,
+        eps: f64,
+    ) -> Result<Self> {
+        let out_c = conv_shape[0];
+        let fan_in: usize = conv_shape[1..].iter().product();
+        let conv = p.get(
+            conv,
+            conv_shape,
+            Init::Uniform(1.0 / (fan_in.max(1) as f64).sqrt()),
+        )?;
+        let b = p.sub(bn);
+        let mut cb = ConvBatchNorm {
+            conv,
+            gamma: b.get("weight", &[out_c], Init::Ones)?,
+            beta: b.get("bias", &[out_c], Init::Zeros)?,
+            mean: b.buffer("running_mean", &[out_c], Init::Zeros)?,
+            var: b.buffer("running_var", &[out_c], Init::Ones)?,
+            eps,
+            folded: None,
+        };
+        if !(cb.conv.is_variable() || cb.gamma.is_variable() || cb.beta.is_variable()) {
+            cb.folded = Some(cb.fold()?);
+        }
+        Ok(cb)
+    }
+
+    fn fold(&self) -> Result<(Tensor, Tensor)> {
+        let out_c = self.conv.dim(0)?;
+        let scale = self.gamma.broadcast_div(&(&self.var + self.eps)?.sqrt()?)?;
+        let mut shape = vec![1usize; self.conv.rank()];
+        shape[0] = out_c;
+        Ok((
+            self.conv.broadcast_mul(&scale.reshape(shape)?)?,
+            (&self.beta - self.mean.mul(&scale)?)?,
+        ))
+    }
+
+    /// The folded `(weight, bias)`.
+    pub fn weight_bias(&self) -> Result<(Tensor, Tensor)> {
+        match &self.folded {
+            Some((w, b)) => Ok((w.clone(), b.clone())),
+            None => self.fold(),
+        }
+    }
+
+    /// The convolution's `[C_out, ...]` shape.
+    pub fn conv_dims(&self) -> &[usize] {
+        self.conv.dims()
+    }
 }
 
 /// 1-D convolution `[B, C, T]` * `[O, C, K]` → `[B, O, T']` (zero
@@ -317,10 +411,10 @@ mod tests {
         grad_check("gelu_erf", gelu_erf, &[7]);
         grad_check("quick_gelu", |x| Activation::QuickGelu.forward(x), &[7]);
         grad_check("gelu_tanh", gelu_tanh, &[7]);
-        let lin = Linear {
-            weight: Tensor::randn(0f64, 1.0, (4, 6), &dev).unwrap(),
-            bias: Some(Tensor::randn(0f64, 1.0, 4, &dev).unwrap()),
-        };
+        let lin = Linear::new(
+            Tensor::randn(0f64, 1.0, (4, 6), &dev).unwrap(),
+            Some(Tensor::randn(0f64, 1.0, 4, &dev).unwrap()),
+        );
         grad_check("linear", |x| lin.forward(x), &[2, 6]);
     }
 }

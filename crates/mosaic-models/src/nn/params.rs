@@ -1,11 +1,46 @@
-//! Trainable parameters by name: a seeded store that creates each `Var` on
-//! first request, hands modules plain tensors that share its storage (so
-//! autograd reaches the `Var`), and saves / loads them as safetensors.
+//! The one parameter builder, for checkpoints and for training (the shape of
+//! candle's `VarBuilder`): every module — a pretrained family or a block
+//! built from a config — asks a [`ParamStore`] for its tensors by name, with
+//! names that mirror the checkpoint (`encoder.layer.0.attention.self.query.weight`).
+//! Where the name falls under an attached checkpoint ([`Weights`], read
+//! memory-mapped), the tensor comes from that file, shape-checked, either as
+//! a trainable `Var` ([`CheckpointMode::Trainable`]) or as a plain tensor
+//! ([`CheckpointMode::Frozen`]: inference, no autograd bookkeeping); a name
+//! under a checkpoint that the file lacks is an error naming it. Anywhere
+//! else the store creates a seeded `Var` on first request. Either way the
+//! module sees a plain tensor that shares the storage, so autograd reaches
+//! the `Var` and an optimiser's in-place update is seen by the next forward.
 //!
-//! Own code rather than candle-nn's `VarMap`: it needs seeded,
+//! Own code rather than candle-nn's `VarMap`/`VarBuilder`: it needs seeded,
 //! order-independent initialisation (a parameter's initial value depends on
 //! the seed and its name only, so adding a module does not reshuffle the
-//! others), LoRA adapters chosen by name at build time, and freezing by name.
+//! others), checkpoints attached under a prefix next to fresh parameters
+//! (a pretrained tower inside a model built from a config), unused-tensor
+//! reports, LoRA adapters chosen by name at build time, and freezing by name.
+//!
+//! ```
+//! use std::collections::HashMap;
+//! use candle_core::{DType, Device, Tensor};
+//! use mosaic_models::nn::{CheckpointMode, Init, ParamStore};
+//! use mosaic_models::weights::Weights;
+//!
+//! # fn main() -> mosaic_models::Result<()> {
+//! let dev = Device::Cpu;
+//! let mut file = HashMap::new();
+//! file.insert("dense.weight".to_string(), Tensor::ones((2, 3), DType::F32, &dev)?);
+//! file.insert("dense.bias".to_string(), Tensor::zeros(2, DType::F32, &dev)?);
+//! let store = ParamStore::new(0, DType::F32, &dev);
+//! // A pretrained tower under `encoders.text`, trainable; a fresh head beside it.
+//! store.attach_checkpoint("encoders.text", Weights::from_map(file, "tiny"), CheckpointMode::Trainable)?;
+//! let dense = store.sub("encoders.text").linear("dense", 3, 2, true)?;
+//! let head = store.sub("heads").get("scale", &[1], Init::Ones)?;
+//! assert_eq!(dense.weight.to_vec2::<f32>()?[0], vec![1.0, 1.0, 1.0]);
+//! assert_eq!(head.to_vec1::<f32>()?, vec![1.0]);
+//! assert_eq!(store.vars().len(), 3); // both checkpoint tensors are Vars now
+//! store.check_unused(&[])?;
+//! # Ok(())
+//! # }
+//! ```
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -16,7 +51,8 @@ use rand::SeedableRng;
 use rand_distr::{Distribution, Normal, Uniform};
 
 use crate::error::{Error, Result};
-use crate::nn::ops::matmul_last_dim;
+use crate::nn::ops::{Linear, Lora};
+use crate::weights::Weights;
 
 /// How a new parameter is filled.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -45,9 +81,32 @@ pub struct LoraSpec {
     pub targets: Vec<String>,
 }
 
+/// How tensors read from an attached checkpoint are handed out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckpointMode {
+    /// As `Var`s: gradients reach them and optimisers update them (fine-
+    /// tuning; freeze some by name with the training strategies).
+    Trainable,
+    /// As plain tensors: no gradient, no autograd bookkeeping in the forward
+    /// pass (inference, or a locked tower as in LiT).
+    Frozen,
+}
+
+/// A checkpoint attached under a name prefix.
+#[derive(Debug)]
+struct Attached {
+    prefix: String,
+    weights: Weights,
+    mode: CheckpointMode,
+}
+
 #[derive(Debug)]
 struct Inner {
     vars: BTreeMap<String, Var>,
+    /// Checkpoint tensors handed out in [`CheckpointMode::Frozen`]: saved
+    /// with the model, never updated.
+    frozen: BTreeMap<String, Tensor>,
+    checkpoints: Vec<Attached>,
     seed: u64,
     dtype: DType,
     device: Device,
@@ -74,6 +133,8 @@ impl ParamStore {
         ParamStore {
             inner: Arc::new(Mutex::new(Inner {
                 vars: BTreeMap::new(),
+                frozen: BTreeMap::new(),
+                checkpoints: Vec::new(),
                 seed,
                 dtype,
                 device: device.clone(),
@@ -124,8 +185,113 @@ impl ParamStore {
         self.lock().lora.clone()
     }
 
+    /// Attaches a checkpoint under `prefix` (relative to this store's own
+    /// prefix; `""` for the whole store): later requests for names under it
+    /// read the file's tensor `name-without-prefix`, and a name the file
+    /// lacks is an error. A longer prefix wins over a shorter one. Fails
+    /// when a checkpoint is already attached at exactly that prefix.
+    pub fn attach_checkpoint(
+        &self,
+        prefix: &str,
+        weights: Weights,
+        mode: CheckpointMode,
+    ) -> Result<()> {
+        let full = if prefix.is_empty() {
+            self.prefix.clone()
+        } else {
+            self.full(prefix)
+        };
+        let mut inner = self.lock();
+        if let Some(a) = inner.checkpoints.iter().find(|a| a.prefix == full) {
+            return Err(Error::InvalidInput {
+                what: format!("checkpoint {}", weights.source()),
+                message: format!(
+                    "prefix `{full}` already reads checkpoint {}",
+                    a.weights.source()
+                ),
+            });
+        }
+        inner.checkpoints.push(Attached {
+            prefix: full,
+            weights,
+            mode,
+        });
+        Ok(())
+    }
+
+    /// A store whose whole namespace reads `weights` (a pretrained model
+    /// loaded on its own), in `dtype` on `device`.
+    pub fn from_checkpoint(
+        weights: Weights,
+        mode: CheckpointMode,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Self> {
+        let s = ParamStore::new(0, dtype, device);
+        s.attach_checkpoint("", weights, mode)?;
+        Ok(s)
+    }
+
+    /// Whether a checkpoint covers `name` (under this prefix).
+    pub fn has_checkpoint(&self, name: &str) -> bool {
+        covering(&self.lock().checkpoints, &self.full(name)).is_some()
+    }
+
+    /// Whether `name` (under this prefix) exists: as a parameter already
+    /// made, or in the checkpoint covering it. Loaders use it for optional
+    /// parts (a pooler, a post-norm).
+    pub fn contains(&self, name: &str) -> bool {
+        let full = self.full(name);
+        let inner = self.lock();
+        inner.vars.contains_key(&full)
+            || inner.frozen.contains_key(&full)
+            || covering(&inner.checkpoints, &full)
+                .is_some_and(|(i, rel)| inner.checkpoints[i].weights.contains(&rel))
+    }
+
+    /// What the names under this prefix are read from, for error messages:
+    /// the checkpoint's file, else `parameter store`.
+    pub fn source(&self) -> String {
+        let inner = self.lock();
+        let probe = self.full("*");
+        match covering(&inner.checkpoints, &probe) {
+            Some((i, _)) => inner.checkpoints[i].weights.source().to_string(),
+            None => "parameter store".into(),
+        }
+    }
+
+    /// The checkpoint tensor `name` whatever its shape, marked as used and
+    /// not kept: for tensors a loader knowingly discards or converts.
+    pub fn get_unchecked(&self, name: &str) -> Result<Tensor> {
+        let full = self.full(name);
+        let inner = self.lock();
+        match covering(&inner.checkpoints, &full) {
+            Some((i, rel)) => inner.checkpoints[i].weights.get_unchecked(&rel),
+            None => Err(Error::Weight {
+                checkpoint: "parameter store".into(),
+                name: full,
+                message: "no checkpoint is attached for this name".into(),
+            }),
+        }
+    }
+
+    /// Fails, naming them, when a checkpoint attached at or under this
+    /// prefix holds tensors no module asked for (other than those matching
+    /// the `*`-patterns in `ignore`): a checkpoint of another architecture,
+    /// or a head the model would silently drop, is refused.
+    pub fn check_unused(&self, ignore: &[&str]) -> Result<()> {
+        let inner = self.lock();
+        for a in &inner.checkpoints {
+            if covers(&self.prefix, &a.prefix) {
+                a.weights.check_unused(ignore)?;
+            }
+        }
+        Ok(())
+    }
+
     /// The parameter `name` (under this prefix), created with `init` if it
-    /// does not exist; an existing one must have `shape`.
+    /// does not exist; an existing one must have `shape`. Under an attached
+    /// checkpoint it is read from the file instead (see the module docs).
     pub fn get(&self, name: &str, shape: &[usize], init: Init) -> Result<Tensor> {
         let full = self.full(name);
         let mut inner = self.lock();
@@ -139,32 +305,80 @@ impl ParamStore {
             }
             return Ok(v.as_tensor().clone());
         }
-        let n: usize = shape.iter().product();
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(inner.seed ^ name_hash(&full));
-        let values: Vec<f64> = match init {
-            Init::Zeros => vec![0.0; n],
-            Init::Ones => vec![1.0; n],
-            Init::Constant(c) => vec![c; n],
-            Init::Normal(std) => {
-                let d = Normal::new(0.0, std).map_err(|e| Error::InvalidInput {
-                    what: full.clone(),
-                    message: e.to_string(),
-                })?;
-                (0..n).map(|_| d.sample(&mut rng)).collect()
+        if let Some(t) = inner.frozen.get(&full) {
+            if t.dims() != shape {
+                return Err(Error::Weight {
+                    checkpoint: "parameter store".into(),
+                    name: full,
+                    message: format!("shape {:?}, expected {shape:?}", t.dims()),
+                });
             }
-            Init::Uniform(b) => {
-                let d = Uniform::new_inclusive(-b, b).map_err(|e| Error::InvalidInput {
-                    what: full.clone(),
-                    message: e.to_string(),
-                })?;
-                (0..n).map(|_| d.sample(&mut rng)).collect()
-            }
-        };
+            return Ok(t.clone());
+        }
+        if let Some((i, rel)) = covering(&inner.checkpoints, &full) {
+            let (dtype, device) = (inner.dtype, inner.device.clone());
+            let mode = inner.checkpoints[i].mode;
+            let weights = &mut inner.checkpoints[i].weights;
+            // The Var owns a copy; the file's tensor is dropped so a
+            // fine-tuned model does not hold the weights twice.
+            let t = match mode {
+                CheckpointMode::Frozen => weights.get(&rel, shape)?,
+                CheckpointMode::Trainable => weights.take(&rel, shape)?,
+            };
+            let t = if t.dtype().is_float() && t.dtype() != dtype {
+                t.to_dtype(dtype)?
+            } else {
+                t
+            };
+            let t = t.to_device(&device)?;
+            return Ok(match mode {
+                CheckpointMode::Frozen => {
+                    inner.frozen.insert(full, t.clone());
+                    t
+                }
+                CheckpointMode::Trainable => {
+                    let v = Var::from_tensor(&t)?;
+                    let out = v.as_tensor().clone();
+                    inner.vars.insert(full, v);
+                    out
+                }
+            });
+        }
+        let values = init_values(inner.seed, &full, shape, init)?;
         let t = Tensor::from_vec(values, shape, &inner.device)?.to_dtype(inner.dtype)?;
         let v = Var::from_tensor(&t)?;
         let out = v.as_tensor().clone();
         inner.vars.insert(full, v);
         Ok(out)
+    }
+
+    /// A buffer `name` (under this prefix): state that is saved with the
+    /// model but never trained (BatchNorm running statistics). Read from
+    /// the covering checkpoint when there is one, else filled with `init`;
+    /// always a plain tensor, whatever the checkpoint mode.
+    pub fn buffer(&self, name: &str, shape: &[usize], init: Init) -> Result<Tensor> {
+        let full = self.full(name);
+        let mut inner = self.lock();
+        if let Some(t) = inner.frozen.get(&full) {
+            return Ok(t.clone());
+        }
+        let t = match covering(&inner.checkpoints, &full) {
+            Some((i, rel)) => {
+                let t = inner.checkpoints[i].weights.get(&rel, shape)?;
+                let t = if t.dtype() != inner.dtype {
+                    t.to_dtype(inner.dtype)?
+                } else {
+                    t
+                };
+                t.to_device(&inner.device)?
+            }
+            None => {
+                let v = init_values(inner.seed, &full, shape, init)?;
+                Tensor::from_vec(v, shape, &inner.device)?.to_dtype(inner.dtype)?
+            }
+        };
+        inner.frozen.insert(full, t.clone());
+        Ok(t)
     }
 
     /// Every parameter, by full name.
@@ -185,16 +399,25 @@ impl ParamStore {
 
     /// Total number of parameter values.
     pub fn num_params(&self) -> usize {
-        self.lock().vars.values().map(|v| v.elem_count()).sum()
+        let inner = self.lock();
+        inner.vars.values().map(|v| v.elem_count()).sum::<usize>()
+            + inner.frozen.values().map(|t| t.elem_count()).sum::<usize>()
     }
 
-    /// Current values by name (detached copies).
+    /// Current values by name (detached), trainable and frozen.
     pub fn tensors(&self) -> BTreeMap<String, Tensor> {
-        self.lock()
+        let inner = self.lock();
+        inner
             .vars
             .iter()
             .map(|(k, v)| (k.clone(), v.as_tensor().detach()))
+            .chain(inner.frozen.iter().map(|(k, t)| (k.clone(), t.clone())))
             .collect()
+    }
+
+    /// Frozen checkpoint tensors by name (no gradient, never updated).
+    pub fn frozen(&self) -> BTreeMap<String, Tensor> {
+        self.lock().frozen.clone()
     }
 
     /// Writes every parameter to a safetensors file (temporary file, then
@@ -235,7 +458,30 @@ impl ParamStore {
                 });
             }
         }
-        let known: BTreeSet<&String> = inner.vars.keys().collect();
+        // Frozen tensors cannot change; a file that disagrees with them is
+        // another model, not a resumable state of this one.
+        for (name, t) in &inner.frozen {
+            let l = loaded.get(name).ok_or_else(|| Error::Weight {
+                checkpoint: src.clone(),
+                name: name.clone(),
+                message: format!("missing (expected shape {:?})", t.dims()),
+            })?;
+            let same = l.dims() == t.dims()
+                && (l.to_dtype(DType::F64)? - t.to_dtype(DType::F64)?.to_device(l.device())?)?
+                    .abs()?
+                    .flatten_all()?
+                    .max(0)?
+                    .to_scalar::<f64>()?
+                    == 0.0;
+            if !same {
+                return Err(Error::Weight {
+                    checkpoint: src.clone(),
+                    name: name.clone(),
+                    message: "differs from the frozen checkpoint tensor: build the model from this file instead".into(),
+                });
+            }
+        }
+        let known: BTreeSet<&String> = inner.vars.keys().chain(inner.frozen.keys()).collect();
         if let Some(extra) = loaded.keys().find(|k| !known.contains(k)) {
             return Err(Error::Weight {
                 checkpoint: src,
@@ -256,7 +502,7 @@ impl ParamStore {
     /// A linear layer `name` (`[out, in]` weight, optional bias), with
     /// PyTorch's default init (uniform ±1/√in), plus LoRA adapters when the
     /// store's [`LoraSpec`] targets its full name.
-    pub fn linear(&self, name: &str, in_dim: usize, out_dim: usize, bias: bool) -> Result<Dense> {
+    pub fn linear(&self, name: &str, in_dim: usize, out_dim: usize, bias: bool) -> Result<Linear> {
         let s = self.sub(name);
         let bound = 1.0 / (in_dim.max(1) as f64).sqrt();
         let weight = s.get("weight", &[out_dim, in_dim], Init::Uniform(bound))?;
@@ -294,51 +540,59 @@ impl ParamStore {
             }
             _ => None,
         };
-        Ok(Dense {
-            linear: crate::nn::Linear { weight, bias },
-            lora,
+        Ok(Linear { weight, bias, lora })
+    }
+}
+
+/// The initial values of parameter `full`: a ChaCha8 stream seeded by the
+/// store's seed and the name, so they do not depend on build order.
+fn init_values(seed: u64, full: &str, shape: &[usize], init: Init) -> Result<Vec<f64>> {
+    let n: usize = shape.iter().product();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ name_hash(full));
+    Ok(match init {
+        Init::Zeros => vec![0.0; n],
+        Init::Ones => vec![1.0; n],
+        Init::Constant(c) => vec![c; n],
+        Init::Normal(std) => {
+            let d = Normal::new(0.0, std).map_err(|e| Error::InvalidInput {
+                what: full.to_string(),
+                message: e.to_string(),
+            })?;
+            (0..n).map(|_| d.sample(&mut rng)).collect()
+        }
+        Init::Uniform(b) => {
+            let d = Uniform::new_inclusive(-b, b).map_err(|e| Error::InvalidInput {
+                what: full.to_string(),
+                message: e.to_string(),
+            })?;
+            (0..n).map(|_| d.sample(&mut rng)).collect()
+        }
+    })
+}
+
+/// Whether the parameter namespace `prefix` holds `name` (`""` holds all).
+fn covers(prefix: &str, name: &str) -> bool {
+    prefix.is_empty()
+        || name == prefix
+        || (name.len() > prefix.len()
+            && name.starts_with(prefix)
+            && name.as_bytes()[prefix.len()] == b'.')
+}
+
+/// The attached checkpoint with the longest prefix covering `full`, and the
+/// name relative to it.
+fn covering(checkpoints: &[Attached], full: &str) -> Option<(usize, String)> {
+    checkpoints
+        .iter()
+        .enumerate()
+        .filter(|(_, a)| covers(&a.prefix, full) && full != a.prefix)
+        .max_by_key(|(_, a)| a.prefix.len())
+        .map(|(i, a)| {
+            let rel = if a.prefix.is_empty() {
+                full.to_string()
+            } else {
+                full[a.prefix.len() + 1..].to_string()
+            };
+            (i, rel)
         })
-    }
-}
-
-/// A low-rank update `scale · B A`.
-#[derive(Debug, Clone)]
-pub struct Lora {
-    /// `[r, in]`.
-    pub a: Tensor,
-    /// `[out, r]`.
-    pub b: Tensor,
-    /// `alpha / r`.
-    pub scale: f64,
-}
-
-/// A linear layer with an optional LoRA adapter.
-#[derive(Debug, Clone)]
-pub struct Dense {
-    /// The base layer.
-    pub linear: crate::nn::Linear,
-    /// The adapter.
-    pub lora: Option<Lora>,
-}
-
-impl Dense {
-    /// `x Wᵀ + b (+ scale · x Aᵀ Bᵀ)`.
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = self.linear.forward(x)?;
-        match &self.lora {
-            Some(l) => {
-                let u = matmul_last_dim(&matmul_last_dim(x, &l.a.t()?)?, &l.b.t()?)?;
-                Ok((y + (u * l.scale)?)?)
-            }
-            None => Ok(y),
-        }
-    }
-
-    /// The weight with the adapter folded in (`W + scale · B A`), for export.
-    pub fn merged_weight(&self) -> Result<Tensor> {
-        match &self.lora {
-            Some(l) => Ok((self.linear.weight.detach() + (l.b.matmul(&l.a)? * l.scale)?)?),
-            None => Ok(self.linear.weight.detach()),
-        }
-    }
 }

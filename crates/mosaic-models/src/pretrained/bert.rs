@@ -4,12 +4,13 @@
 
 use std::path::Path;
 
-use candle_core::{D, DType, Device, Tensor};
+use candle_core::{D, DType, Tensor};
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
-use crate::nn::{Activation, LayerNorm, Linear, softmax_last_dim};
-use crate::weights::Weights;
+use crate::nn::{
+    Activation, CheckpointMode, Init, LayerNorm, Linear, ParamStore, softmax_last_dim,
+};
 
 /// The `config.json` keys BERT uses (others are ignored: HF configs carry
 /// many training-only keys).
@@ -136,22 +137,31 @@ pub struct BertOutput {
 }
 
 impl BertModel {
-    /// Loads `config.json` + `model.safetensors` from a folder (f32, CPU).
+    /// Loads `config.json` + `model.safetensors` from a folder (f32, CPU,
+    /// frozen: inference).
     pub fn from_pretrained(dir: &Path) -> Result<Self> {
+        Self::load(dir, &super::inference_store(), CheckpointMode::Frozen)
+    }
+
+    /// Loads a folder's checkpoint into `store` (at its prefix, in its
+    /// dtype and device), trainable or frozen.
+    pub fn load(dir: &Path, store: &ParamStore, mode: CheckpointMode) -> Result<Self> {
         let config = BertConfig::load(dir)?;
-        let w = Weights::load(dir, &Device::Cpu, DType::F32)?.strip_prefix("bert.");
-        let model = Self::new(config, &w)?;
+        super::attach(dir, store, mode, &["bert."])?;
+        let model = Self::new(config, store)?;
         // `cls.*`: the pre-training heads of BertForPreTraining / MaskedLM
         // checkpoints, which the encoder (like transformers' BertModel) drops.
-        w.check_unused(&["*position_ids", "cls.*"])?;
+        store.check_unused(&["*position_ids", "cls.*"])?;
         Ok(model)
     }
 
-    /// Builds from a config and weights named as in `BertModel`.
-    pub fn new(config: BertConfig, w: &Weights) -> Result<Self> {
+    /// Builds from a config and parameters named as in `BertModel` (a
+    /// checkpoint's, or fresh ones initialised as transformers does).
+    pub fn new(config: BertConfig, w: &ParamStore) -> Result<Self> {
+        let emb = Init::Normal(0.02);
         let h = config.hidden_size;
         let eps = config.layer_norm_eps;
-        let act = Activation::from_name(&config.hidden_act, w.source())?;
+        let act = Activation::from_name(&config.hidden_act, &w.source())?;
         let mut layers = Vec::with_capacity(config.num_hidden_layers);
         for i in 0..config.num_hidden_layers {
             let p = format!("encoder.layer.{i}");
@@ -177,14 +187,20 @@ impl BertModel {
             None
         };
         Ok(BertModel {
-            word: w.get("embeddings.word_embeddings.weight", &[config.vocab_size, h])?,
+            word: w.get(
+                "embeddings.word_embeddings.weight",
+                &[config.vocab_size, h],
+                emb,
+            )?,
             position: w.get(
                 "embeddings.position_embeddings.weight",
                 &[config.max_position_embeddings, h],
+                emb,
             )?,
             token_type: w.get(
                 "embeddings.token_type_embeddings.weight",
                 &[config.type_vocab_size, h],
+                emb,
             )?,
             emb_norm: LayerNorm::load(w, "embeddings.LayerNorm", h, eps)?,
             layers,
@@ -257,7 +273,7 @@ impl BertModel {
         // Additive key mask: 0 for real keys, the most negative f32 for padding.
         let bias = match attention_mask {
             Some(m) => {
-                let m = m.to_dtype(DType::F32)?;
+                let m = m.to_dtype(self.word.dtype())?;
                 Some(((m.ones_like()? - m)? * f32::MIN as f64)?.reshape((b, 1, 1, t))?)
             }
             None => None,

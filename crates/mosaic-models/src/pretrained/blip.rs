@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Tensor};
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
@@ -13,9 +13,9 @@ use crate::nn::attention::{
     PreNormLayer, SelfAttention, padding_bias, patchify, scaled_dot_product,
 };
 use crate::nn::{Activation, LayerNorm, Linear};
+use crate::nn::{CheckpointMode, Init, ParamStore};
 use crate::pretrained::bert::l2_normalize;
 use crate::pretrained::read_config;
-use crate::weights::Weights;
 
 /// `vision_config` of a BLIP `config.json`.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -117,7 +117,7 @@ pub struct BlipVision {
 }
 
 impl BlipVision {
-    fn load(w: &Weights, p: &str, c: &BlipVisionConfig) -> Result<Self> {
+    fn load(w: &ParamStore, p: &str, c: &BlipVisionConfig) -> Result<Self> {
         let h = c.hidden_size;
         if c.num_attention_heads == 0
             || h % c.num_attention_heads != 0
@@ -129,24 +129,29 @@ impl BlipVision {
                 message: "key `vision_config`: hidden_size must divide by num_attention_heads and image_size by patch_size".into(),
             });
         }
-        let act = Activation::from_name(&c.hidden_act, w.source())?;
+        let act = Activation::from_name(&c.hidden_act, &w.source())?;
         let ps = c.patch_size;
         let n = (c.image_size / ps).pow(2);
         let conv = w.get(
             &format!("{p}.embeddings.patch_embedding.weight"),
             &[h, 3, ps, ps],
+            Init::Normal(0.02),
         )?;
         let layers = (0..c.num_hidden_layers)
             .map(|i| {
                 let l = format!("{p}.encoder.layers.{i}");
-                let qkv_w = w.get(&format!("{l}.self_attn.qkv.weight"), &[3 * h, h])?;
-                let qkv_b = w.get(&format!("{l}.self_attn.qkv.bias"), &[3 * h])?;
+                let qkv_w = w.get(
+                    &format!("{l}.self_attn.qkv.weight"),
+                    &[3 * h, h],
+                    Init::Normal(0.02),
+                )?;
+                let qkv_b = w.get(&format!("{l}.self_attn.qkv.bias"), &[3 * h], Init::Zeros)?;
                 // Fused rows: q, k, v.
                 let part = |j: usize| -> Result<Linear> {
-                    Ok(Linear {
-                        weight: qkv_w.narrow(0, j * h, h)?,
-                        bias: Some(qkv_b.narrow(0, j * h, h)?),
-                    })
+                    Ok(Linear::new(
+                        qkv_w.narrow(0, j * h, h)?,
+                        Some(qkv_b.narrow(0, j * h, h)?),
+                    ))
                 };
                 Ok(PreNormLayer {
                     norm1: LayerNorm::load(w, &format!("{l}.layer_norm1"), h, c.layer_norm_eps)?,
@@ -165,14 +170,23 @@ impl BlipVision {
             })
             .collect::<Result<_>>()?;
         Ok(BlipVision {
-            patch: Linear {
-                weight: conv.reshape((h, 3 * ps * ps))?,
-                bias: Some(w.get(&format!("{p}.embeddings.patch_embedding.bias"), &[h])?),
-            },
-            cls: w.get(&format!("{p}.embeddings.class_embedding"), &[1, 1, h])?,
+            patch: Linear::new(
+                conv.reshape((h, 3 * ps * ps))?,
+                Some(w.get(
+                    &format!("{p}.embeddings.patch_embedding.bias"),
+                    &[h],
+                    Init::Zeros,
+                )?),
+            ),
+            cls: w.get(
+                &format!("{p}.embeddings.class_embedding"),
+                &[1, 1, h],
+                Init::Normal(0.02),
+            )?,
             pos: w.get(
                 &format!("{p}.embeddings.position_embedding"),
                 &[1, n + 1, h],
+                Init::Normal(0.02),
             )?,
             layers,
             post_norm: LayerNorm::load(w, &format!("{p}.post_layernorm"), h, c.layer_norm_eps)?,
@@ -242,7 +256,7 @@ pub struct BlipText {
 }
 
 impl BlipText {
-    fn load(w: &Weights, p: &str, c: &BlipTextConfig) -> Result<Self> {
+    fn load(w: &ParamStore, p: &str, c: &BlipTextConfig) -> Result<Self> {
         let h = c.hidden_size;
         if c.num_attention_heads == 0 || h % c.num_attention_heads != 0 {
             return Err(Error::Config {
@@ -287,14 +301,16 @@ impl BlipText {
             word: w.get(
                 &format!("{p}.embeddings.word_embeddings.weight"),
                 &[c.vocab_size, h],
+                Init::Normal(0.02),
             )?,
             pos: w.get(
                 &format!("{p}.embeddings.position_embeddings.weight"),
                 &[c.max_position_embeddings, h],
+                Init::Normal(0.02),
             )?,
             emb_norm: LayerNorm::load(w, &format!("{p}.embeddings.LayerNorm"), h, eps)?,
             layers,
-            act: Activation::from_name(&c.hidden_act, w.source())?,
+            act: Activation::from_name(&c.hidden_act, &w.source())?,
             config: c.clone(),
         })
     }
@@ -436,15 +452,21 @@ impl BlipModel {
     /// (`text_encoder.*`) or `BlipForConditionalGeneration`
     /// (`text_decoder.*`) folder (f32, CPU).
     pub fn from_pretrained(dir: &Path) -> Result<Self> {
+        Self::load(dir, &super::inference_store(), CheckpointMode::Frozen)
+    }
+
+    /// Loads a folder's checkpoint into `store` (at its prefix, in its
+    /// dtype and device), trainable or frozen.
+    pub fn load(dir: &Path, store: &ParamStore, mode: CheckpointMode) -> Result<Self> {
         let config: BlipConfig = read_config(dir)?;
-        let w = Weights::load(dir, &Device::Cpu, DType::F32)?;
-        let model = Self::new(config, &w)?;
-        w.check_unused(&["*position_ids"])?;
+        super::attach(dir, store, mode, &[])?;
+        let model = Self::new(config, store)?;
+        store.check_unused(&["*position_ids"])?;
         Ok(model)
     }
 
     /// Builds from a config and weights.
-    pub fn new(config: BlipConfig, w: &Weights) -> Result<Self> {
+    pub fn new(config: BlipConfig, w: &ParamStore) -> Result<Self> {
         let vision = BlipVision::load(w, "vision_model", &config.vision_config)?;
         let tc = &config.text_config;
         let (h, vh, p) = (
@@ -463,11 +485,15 @@ impl BlipModel {
         } else if w.contains("text_decoder.bert.embeddings.word_embeddings.weight") {
             let text = BlipText::load(w, "text_decoder.bert", tc)?;
             let c = "text_decoder.cls.predictions";
-            let bias = w.get(&format!("{c}.bias"), &[tc.vocab_size])?;
+            let bias = w.get(&format!("{c}.bias"), &[tc.vocab_size], Init::Zeros)?;
             // Tied to the word embeddings; save_pretrained omits the copies.
             let decoder = if w.contains(&format!("{c}.decoder.weight")) {
-                w.get(&format!("{c}.decoder.bias"), &[tc.vocab_size])?;
-                w.get(&format!("{c}.decoder.weight"), &[tc.vocab_size, h])?
+                w.get(&format!("{c}.decoder.bias"), &[tc.vocab_size], Init::Zeros)?;
+                w.get(
+                    &format!("{c}.decoder.weight"),
+                    &[tc.vocab_size, h],
+                    Init::Normal(0.02),
+                )?
             } else {
                 text.word.clone()
             };

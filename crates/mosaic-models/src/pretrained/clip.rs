@@ -3,14 +3,14 @@
 
 use std::path::Path;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Tensor};
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
 use crate::nn::attention::{CLIP_NAMES, PreNormLayer, causal_bias, padding_bias, patchify};
 use crate::nn::{Activation, LayerNorm, Linear};
+use crate::nn::{CheckpointMode, Init, ParamStore};
 use crate::pretrained::bert::l2_normalize;
-use crate::weights::Weights;
 
 /// `text_config` of a CLIP `config.json`.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -103,21 +103,27 @@ pub struct ClipModel {
     vision: ClipVisionTransformer,
     text_proj: Linear,
     visual_proj: Linear,
-    logit_scale: f64,
+    logit_scale: Tensor,
 }
 
 impl ClipModel {
     /// Loads `config.json` + `model.safetensors` (f32, CPU).
     pub fn from_pretrained(dir: &Path) -> Result<Self> {
+        Self::load(dir, &super::inference_store(), CheckpointMode::Frozen)
+    }
+
+    /// Loads a folder's checkpoint into `store` (at its prefix, in its
+    /// dtype and device), trainable or frozen.
+    pub fn load(dir: &Path, store: &ParamStore, mode: CheckpointMode) -> Result<Self> {
         let config: ClipConfig = crate::pretrained::read_config(dir)?;
-        let w = Weights::load(dir, &Device::Cpu, DType::F32)?;
-        let model = Self::new(config, &w)?;
-        w.check_unused(&["*position_ids"])?;
+        super::attach(dir, store, mode, &[])?;
+        let model = Self::new(config, store)?;
+        store.check_unused(&["*position_ids"])?;
         Ok(model)
     }
 
     /// Builds from a config and weights.
-    pub fn new(config: ClipConfig, w: &Weights) -> Result<Self> {
+    pub fn new(config: ClipConfig, w: &ParamStore) -> Result<Self> {
         let (tc, vc) = (&config.text_config, &config.vision_config);
         for (name, h, heads) in [
             ("text_config", tc.hidden_size, tc.num_attention_heads),
@@ -132,7 +138,7 @@ impl ClipModel {
                 });
             }
         }
-        let tact = Activation::from_name(&tc.hidden_act, w.source())?;
+        let tact = Activation::from_name(&tc.hidden_act, &w.source())?;
         let th = tc.hidden_size;
         let tlayers = PreNormLayer::load_stack(
             w,
@@ -145,37 +151,39 @@ impl ClipModel {
             tc.layer_norm_eps,
             tact,
         )?;
-        let logit_scale = w
-            .get("logit_scale", &[])?
-            .to_dtype(DType::F64)?
-            .to_scalar::<f64>()?;
+        // transformers' initial value: log(1 / 0.07).
+        let logit_scale = w.get("logit_scale", &[], Init::Constant(2.6592))?;
         Ok(ClipModel {
             tok: w.get(
                 "text_model.embeddings.token_embedding.weight",
                 &[tc.vocab_size, th],
+                Init::Normal(0.02),
             )?,
             tpos: w.get(
                 "text_model.embeddings.position_embedding.weight",
                 &[tc.max_position_embeddings, th],
+                Init::Normal(0.02),
             )?,
             tlayers,
             tnorm: LayerNorm::load(w, "text_model.final_layer_norm", th, tc.layer_norm_eps)?,
             vision: {
-                // The full model pools through the post-LayerNorm: required here.
-                w.get("vision_model.post_layernorm.weight", &[vc.hidden_size])?;
+                // The full model pools through the post-LayerNorm: required
+                // here (read first, so the tower finds it).
+                LayerNorm::load(
+                    w,
+                    "vision_model.post_layernorm",
+                    vc.hidden_size,
+                    vc.layer_norm_eps,
+                )?;
                 ClipVisionTransformer::load(w, "vision_model", vc)?
             },
-            text_proj: Linear {
-                weight: w.get("text_projection.weight", &[config.projection_dim, th])?,
-                bias: None,
-            },
-            visual_proj: Linear {
-                weight: w.get(
-                    "visual_projection.weight",
-                    &[config.projection_dim, vc.hidden_size],
-                )?,
-                bias: None,
-            },
+            text_proj: w.linear("text_projection", th, config.projection_dim, false)?,
+            visual_proj: w.linear(
+                "visual_projection",
+                vc.hidden_size,
+                config.projection_dim,
+                false,
+            )?,
             logit_scale,
             config,
         })
@@ -280,12 +288,13 @@ impl ClipModel {
     pub fn logits_per_image(&self, image_embeds: &Tensor, text_embeds: &Tensor) -> Result<Tensor> {
         let i = l2_normalize(image_embeds)?;
         let t = l2_normalize(text_embeds)?;
-        Ok((i.matmul(&t.t()?)? * self.logit_scale.exp())?)
+        Ok(i.matmul(&t.t()?)?
+            .broadcast_mul(&self.logit_scale.exp()?.reshape((1, 1))?)?)
     }
 
     /// The learned log temperature.
-    pub fn logit_scale(&self) -> f64 {
-        self.logit_scale
+    pub fn logit_scale(&self) -> Result<f64> {
+        Ok(self.logit_scale.to_dtype(DType::F64)?.to_scalar::<f64>()?)
     }
 }
 
@@ -305,7 +314,7 @@ pub struct ClipVisionTransformer {
 
 impl ClipVisionTransformer {
     /// Loads the tower under `prefix` (e.g. `vision_model`).
-    pub fn load(w: &Weights, prefix: &str, vc: &ClipVisionConfig) -> Result<Self> {
+    pub fn load(w: &ParamStore, prefix: &str, vc: &ClipVisionConfig) -> Result<Self> {
         if vc.num_attention_heads == 0 || vc.hidden_size % vc.num_attention_heads != 0 {
             return Err(Error::Config {
                 source_name: w.source().to_string(),
@@ -324,24 +333,27 @@ impl ClipVisionTransformer {
                 ),
             });
         }
-        let act = Activation::from_name(&vc.hidden_act, w.source())?;
+        let act = Activation::from_name(&vc.hidden_act, &w.source())?;
         let h = vc.hidden_size;
         let (c, p) = (vc.num_channels, vc.patch_size);
         let n = (vc.image_size / p).pow(2);
         let conv = w.get(
             &format!("{prefix}.embeddings.patch_embedding.weight"),
             &[h, c, p, p],
+            Init::Normal(0.02),
         )?;
         let post = format!("{prefix}.post_layernorm");
         Ok(ClipVisionTransformer {
-            patch: Linear {
-                weight: conv.reshape((h, c * p * p))?,
-                bias: None,
-            },
-            cls: w.get(&format!("{prefix}.embeddings.class_embedding"), &[h])?,
+            patch: Linear::new(conv.reshape((h, c * p * p))?, None),
+            cls: w.get(
+                &format!("{prefix}.embeddings.class_embedding"),
+                &[h],
+                Init::Normal(0.02),
+            )?,
             pos: w.get(
                 &format!("{prefix}.embeddings.position_embedding.weight"),
                 &[n + 1, h],
+                Init::Normal(0.02),
             )?,
             // Sic: the checkpoint spells it "pre_layrnorm".
             pre_norm: LayerNorm::load(w, &format!("{prefix}.pre_layrnorm"), h, vc.layer_norm_eps)?,

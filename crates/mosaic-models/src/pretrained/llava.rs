@@ -5,15 +5,15 @@
 
 use std::path::Path;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Tensor};
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
 use crate::nn::{Activation, Linear};
+use crate::nn::{CheckpointMode, ParamStore};
 use crate::pretrained::clip::{ClipVisionConfig, ClipVisionTransformer};
 use crate::pretrained::llama::{LlamaConfig, LlamaModel};
 use crate::pretrained::read_config;
-use crate::weights::Weights;
 
 /// A LLaVA `config.json`.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -71,7 +71,7 @@ pub struct LlavaModel {
 }
 
 /// The first prefix under which `probe` exists.
-fn find_prefix<'a>(w: &Weights, candidates: &[&'a str], probe: &str) -> Option<&'a str> {
+fn find_prefix<'a>(w: &ParamStore, candidates: &[&'a str], probe: &str) -> Option<&'a str> {
     candidates
         .iter()
         .copied()
@@ -85,15 +85,21 @@ impl LlavaModel {
     /// in-memory one (`model.vision_tower.*`, `model.language_model.*`,
     /// `lm_head`).
     pub fn from_pretrained(dir: &Path) -> Result<Self> {
+        Self::load(dir, &super::inference_store(), CheckpointMode::Frozen)
+    }
+
+    /// Loads a folder's checkpoint into `store` (at its prefix, in its
+    /// dtype and device), trainable or frozen.
+    pub fn load(dir: &Path, store: &ParamStore, mode: CheckpointMode) -> Result<Self> {
         let config: LlavaConfig = read_config(dir)?;
-        let w = Weights::load(dir, &Device::Cpu, DType::F32)?;
-        let model = Self::new(config, &w)?;
-        w.check_unused(&["*position_ids"])?;
+        super::attach(dir, store, mode, &[])?;
+        let model = Self::new(config, store)?;
+        store.check_unused(&["*position_ids"])?;
         Ok(model)
     }
 
     /// Builds from a config and weights.
-    pub fn new(config: LlavaConfig, w: &Weights) -> Result<Self> {
+    pub fn new(config: LlavaConfig, w: &ParamStore) -> Result<Self> {
         let src = || w.source().to_string();
         let missing = |what: &str, tried: &[&str]| Error::Weight {
             checkpoint: src(),
@@ -150,18 +156,10 @@ impl LlavaModel {
         );
         let bias = config.multimodal_projector_bias;
         let lin = |name: &str, i: usize, o: usize| -> Result<Linear> {
-            let p = format!("{pp}.{name}");
-            Ok(Linear {
-                weight: w.get(&format!("{p}.weight"), &[o, i])?,
-                bias: if bias {
-                    Some(w.get(&format!("{p}.bias"), &[o])?)
-                } else {
-                    None
-                },
-            })
+            w.linear(&format!("{pp}.{name}"), i, o, bias)
         };
         let (proj1, proj2) = (lin("linear_1", vh, th)?, lin("linear_2", th, th)?);
-        let act = Activation::from_name(&config.projector_hidden_act, w.source())?;
+        let act = Activation::from_name(&config.projector_hidden_act, &w.source())?;
         let lm = LlamaModel::new(config.text_config.clone(), w, lp, hp)?;
         if config.image_token_index as usize >= config.text_config.vocab_size {
             return Err(Error::Config {

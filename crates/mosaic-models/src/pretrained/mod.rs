@@ -6,6 +6,8 @@ use std::path::Path;
 use serde::de::DeserializeOwned;
 
 use crate::error::{Error, Result};
+use crate::nn::{CheckpointMode, ParamStore};
+use crate::weights::Weights;
 
 pub mod bert;
 pub mod blip;
@@ -30,6 +32,26 @@ pub use sentence::{Pooling, SentenceEncoder};
 pub use siglip::{SiglipConfig, SiglipModel};
 pub use vit::{VitConfig, VitModel};
 pub use whisper::WhisperModel;
+
+/// Attaches the weight file of `path` (a Hugging Face folder or a weight
+/// file) to `store` at its prefix, read in the store's dtype on its device,
+/// with the first of `strip` that any tensor name starts with removed
+/// (e.g. `bert.` of a `BertForMaskedLM` save). Every family's `load` reads
+/// its checkpoint this way, so a pretrained tower can sit under any prefix
+/// of a larger model, trainable or frozen.
+pub fn attach(path: &Path, store: &ParamStore, mode: CheckpointMode, strip: &[&str]) -> Result<()> {
+    let mut w = Weights::load(path, &store.device(), store.dtype())?;
+    for s in strip {
+        w = w.strip_prefix(s);
+    }
+    store.attach_checkpoint("", w, mode)
+}
+
+/// The store a family's `from_pretrained` builds on: frozen f32 on the CPU
+/// (inference: no autograd bookkeeping).
+pub fn inference_store() -> ParamStore {
+    ParamStore::new(0, candle_core::DType::F32, &candle_core::Device::Cpu)
+}
 
 /// Parses a folder's `config.json` into `T`; errors name the file and key.
 pub fn read_config<T: DeserializeOwned>(dir: &Path) -> Result<T> {

@@ -4,13 +4,12 @@
 
 use std::path::Path;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::Tensor;
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
-use crate::nn::{Activation, Linear, fold_batch_norm};
+use crate::nn::{Activation, CheckpointMode, ConvBatchNorm, Linear, ParamStore};
 use crate::pretrained::read_config;
-use crate::weights::Weights;
 
 /// A ResNet `config.json`.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -67,8 +66,7 @@ fn relu() -> String {
 /// A convolution with its BatchNorm folded in, and an optional activation.
 #[derive(Debug, Clone)]
 struct ConvLayer {
-    weight: Tensor,
-    bias: Tensor,
+    conv: ConvBatchNorm,
     stride: usize,
     padding: usize,
     act: Option<Activation>,
@@ -77,7 +75,7 @@ struct ConvLayer {
 impl ConvLayer {
     #[allow(clippy::too_many_arguments)]
     fn load(
-        w: &Weights,
+        w: &ParamStore,
         prefix: &str,
         cin: usize,
         cout: usize,
@@ -85,11 +83,15 @@ impl ConvLayer {
         stride: usize,
         act: Option<Activation>,
     ) -> Result<Self> {
-        let conv = w.get(&format!("{prefix}.convolution.weight"), &[cout, cin, k, k])?;
-        let (weight, bias) = fold_batch_norm(w, &conv, &format!("{prefix}.normalization"), 1e-5)?;
+        let conv = ConvBatchNorm::load(
+            w,
+            &format!("{prefix}.convolution.weight"),
+            &[cout, cin, k, k],
+            &format!("{prefix}.normalization"),
+            1e-5,
+        )?;
         Ok(ConvLayer {
-            weight,
-            bias,
+            conv,
             stride,
             padding: k / 2,
             act,
@@ -97,18 +99,19 @@ impl ConvLayer {
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let (k, cout) = (self.weight.dim(2)?, self.weight.dim(0)?);
+        let (weight, bias) = self.conv.weight_bias()?;
+        let (k, cout) = (weight.dim(2)?, weight.dim(0)?);
         let y = if k == 1 && self.stride == 1 {
             // Pointwise: one matmul over all pixels.
             let (b, c, h, wd) = x.dims4()?;
-            self.weight
+            weight
                 .reshape((cout, c))?
                 .broadcast_matmul(&x.reshape((b, c, h * wd))?)?
                 .reshape((b, cout, h, wd))?
         } else {
-            x.conv2d(&self.weight, self.padding, self.stride, 1, 1)?
+            x.conv2d(&weight, self.padding, self.stride, 1, 1)?
         };
-        let y = y.broadcast_add(&self.bias.reshape((1, cout, 1, 1))?)?;
+        let y = y.broadcast_add(&bias.reshape((1, cout, 1, 1))?)?;
         match self.act {
             Some(a) => a.forward(&y),
             None => Ok(y),
@@ -161,16 +164,22 @@ impl ResNetModel {
     /// Loads `config.json` + weights (f32, CPU) of a `ResNetModel` or
     /// `ResNetForImageClassification` folder.
     pub fn from_pretrained(dir: &Path) -> Result<Self> {
+        Self::load(dir, &super::inference_store(), CheckpointMode::Frozen)
+    }
+
+    /// Loads a folder's checkpoint into `store` (at its prefix, in its
+    /// dtype and device), trainable or frozen.
+    pub fn load(dir: &Path, store: &ParamStore, mode: CheckpointMode) -> Result<Self> {
         let config: ResNetConfig = read_config(dir)?;
-        let w = Weights::load(dir, &Device::Cpu, DType::F32)?.strip_prefix("resnet.");
-        let model = Self::new(config, &w)?;
-        w.check_unused(&["*num_batches_tracked"])?;
+        super::attach(dir, store, mode, &["resnet."])?;
+        let model = Self::new(config, store)?;
+        store.check_unused(&["*num_batches_tracked"])?;
         Ok(model)
     }
 
     /// Builds from a config and weights named as in `ResNetModel`
     /// (`classifier.1.*` optional).
-    pub fn new(config: ResNetConfig, w: &Weights) -> Result<Self> {
+    pub fn new(config: ResNetConfig, w: &ParamStore) -> Result<Self> {
         let src = || w.source().to_string();
         if config.hidden_sizes.len() != config.depths.len() || config.depths.is_empty() {
             return Err(Error::Config {
@@ -192,7 +201,7 @@ impl ResNetModel {
                 });
             }
         };
-        let act = Activation::from_name(&config.hidden_act, w.source())?;
+        let act = Activation::from_name(&config.hidden_act, &w.source())?;
         let stem = ConvLayer::load(
             w,
             "embedder.embedder",

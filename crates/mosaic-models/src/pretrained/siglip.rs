@@ -5,15 +5,15 @@
 
 use std::path::Path;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Tensor};
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
 use crate::nn::attention::{CLIP_NAMES, PreNormLayer, patchify, scaled_dot_product};
 use crate::nn::{Activation, LayerNorm, Linear};
+use crate::nn::{CheckpointMode, Init, ParamStore};
 use crate::pretrained::bert::l2_normalize;
 use crate::pretrained::read_config;
-use crate::weights::Weights;
 
 /// `text_config` of a SigLIP `config.json`.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -143,18 +143,26 @@ struct AttentionPool {
 }
 
 impl AttentionPool {
-    fn load(w: &Weights, p: &str, c: &SiglipVisionConfig, act: Activation) -> Result<Self> {
+    fn load(w: &ParamStore, p: &str, c: &SiglipVisionConfig, act: Activation) -> Result<Self> {
         let h = c.hidden_size;
-        let in_w = w.get(&format!("{p}.attention.in_proj_weight"), &[3 * h, h])?;
-        let in_b = w.get(&format!("{p}.attention.in_proj_bias"), &[3 * h])?;
+        let in_w = w.get(
+            &format!("{p}.attention.in_proj_weight"),
+            &[3 * h, h],
+            Init::Normal(0.02),
+        )?;
+        let in_b = w.get(
+            &format!("{p}.attention.in_proj_bias"),
+            &[3 * h],
+            Init::Zeros,
+        )?;
         let part = |i: usize| -> Result<Linear> {
-            Ok(Linear {
-                weight: in_w.narrow(0, i * h, h)?,
-                bias: Some(in_b.narrow(0, i * h, h)?),
-            })
+            Ok(Linear::new(
+                in_w.narrow(0, i * h, h)?,
+                Some(in_b.narrow(0, i * h, h)?),
+            ))
         };
         Ok(AttentionPool {
-            probe: w.get(&format!("{p}.probe"), &[1, 1, h])?,
+            probe: w.get(&format!("{p}.probe"), &[1, 1, h], Init::Normal(0.02))?,
             q: part(0)?,
             k: part(1)?,
             v: part(2)?,
@@ -201,8 +209,8 @@ pub struct SiglipModel {
     vlayers: Vec<PreNormLayer>,
     post_norm: LayerNorm,
     vhead: Option<AttentionPool>,
-    logit_scale: f64,
-    logit_bias: f64,
+    logit_scale: Tensor,
+    logit_bias: Tensor,
 }
 
 /// Outputs of [`SiglipModel::vision_features`].
@@ -217,15 +225,21 @@ pub struct SiglipVisionOutput {
 impl SiglipModel {
     /// Loads `config.json` + weights (f32, CPU).
     pub fn from_pretrained(dir: &Path) -> Result<Self> {
+        Self::load(dir, &super::inference_store(), CheckpointMode::Frozen)
+    }
+
+    /// Loads a folder's checkpoint into `store` (at its prefix, in its
+    /// dtype and device), trainable or frozen.
+    pub fn load(dir: &Path, store: &ParamStore, mode: CheckpointMode) -> Result<Self> {
         let config: SiglipConfig = read_config(dir)?;
-        let w = Weights::load(dir, &Device::Cpu, DType::F32)?;
-        let model = Self::new(config, &w)?;
-        w.check_unused(&["*position_ids"])?;
+        super::attach(dir, store, mode, &[])?;
+        let model = Self::new(config, store)?;
+        store.check_unused(&["*position_ids"])?;
         Ok(model)
     }
 
     /// Builds from a config and weights named as in `SiglipModel`.
-    pub fn new(config: SiglipConfig, w: &Weights) -> Result<Self> {
+    pub fn new(config: SiglipConfig, w: &ParamStore) -> Result<Self> {
         let (tc, vc) = (&config.text_config, &config.vision_config);
         for (name, h, heads) in [
             ("text_config", tc.hidden_size, tc.num_attention_heads),
@@ -249,29 +263,27 @@ impl SiglipModel {
                 ),
             });
         }
-        let tact = Activation::from_name(&tc.hidden_act, w.source())?;
-        let vact = Activation::from_name(&vc.hidden_act, w.source())?;
+        let tact = Activation::from_name(&tc.hidden_act, &w.source())?;
+        let vact = Activation::from_name(&vc.hidden_act, &w.source())?;
         let (th, vh) = (tc.hidden_size, vc.hidden_size);
         let (c, p) = (vc.num_channels, vc.patch_size);
         let n = (vc.image_size / p).pow(2);
         let conv = w.get(
             "vision_model.embeddings.patch_embedding.weight",
             &[vh, c, p, p],
+            Init::Normal(0.02),
         )?;
-        let scalar = |name: &str| -> Result<f64> {
-            Ok(w.get(name, &[1])?
-                .to_dtype(DType::F64)?
-                .squeeze(0)?
-                .to_scalar::<f64>()?)
-        };
+
         Ok(SiglipModel {
             tok: w.get(
                 "text_model.embeddings.token_embedding.weight",
                 &[tc.vocab_size, th],
+                Init::Normal(0.02),
             )?,
             tpos: w.get(
                 "text_model.embeddings.position_embedding.weight",
                 &[tc.max_position_embeddings, th],
+                Init::Normal(0.02),
             )?,
             tlayers: PreNormLayer::load_stack(
                 w,
@@ -286,13 +298,18 @@ impl SiglipModel {
             )?,
             tnorm: LayerNorm::load(w, "text_model.final_layer_norm", th, tc.layer_norm_eps)?,
             thead: Linear::load(w, "text_model.head", th, tc.projection_size.unwrap_or(th))?,
-            patch: Linear {
-                weight: conv.reshape((vh, c * p * p))?,
-                bias: Some(w.get("vision_model.embeddings.patch_embedding.bias", &[vh])?),
-            },
+            patch: Linear::new(
+                conv.reshape((vh, c * p * p))?,
+                Some(w.get(
+                    "vision_model.embeddings.patch_embedding.bias",
+                    &[vh],
+                    Init::Zeros,
+                )?),
+            ),
             vpos: w.get(
                 "vision_model.embeddings.position_embedding.weight",
                 &[n, vh],
+                Init::Normal(0.02),
             )?,
             vlayers: PreNormLayer::load_stack(
                 w,
@@ -311,8 +328,9 @@ impl SiglipModel {
             } else {
                 None
             },
-            logit_scale: scalar("logit_scale")?,
-            logit_bias: scalar("logit_bias")?,
+            // transformers' initial values: log 10 and -10.
+            logit_scale: w.get("logit_scale", &[1], Init::Constant(10f64.ln()))?,
+            logit_bias: w.get("logit_bias", &[1], Init::Constant(-10.0))?,
             config,
         })
     }
@@ -323,13 +341,23 @@ impl SiglipModel {
     }
 
     /// The learned log temperature.
-    pub fn logit_scale(&self) -> f64 {
-        self.logit_scale
+    pub fn logit_scale(&self) -> Result<f64> {
+        Ok(self
+            .logit_scale
+            .to_dtype(DType::F64)?
+            .flatten_all()?
+            .get(0)?
+            .to_scalar::<f64>()?)
     }
 
     /// The learned logit bias.
-    pub fn logit_bias(&self) -> f64 {
-        self.logit_bias
+    pub fn logit_bias(&self) -> Result<f64> {
+        Ok(self
+            .logit_bias
+            .to_dtype(DType::F64)?
+            .flatten_all()?
+            .get(0)?
+            .to_scalar::<f64>()?)
     }
 
     /// Text tower: `(last_hidden_state [B,T,H], pooled [B,P])`; pooled is the
@@ -426,6 +454,8 @@ impl SiglipModel {
     pub fn logits_per_image(&self, image_embeds: &Tensor, text_embeds: &Tensor) -> Result<Tensor> {
         let i = l2_normalize(image_embeds)?;
         let t = l2_normalize(text_embeds)?;
-        Ok(((i.matmul(&t.t()?)? * self.logit_scale.exp())? + self.logit_bias)?)
+        Ok(i.matmul(&t.t()?)?
+            .broadcast_mul(&self.logit_scale.exp()?.reshape((1, 1))?)?
+            .broadcast_add(&self.logit_bias.reshape((1, 1))?)?)
     }
 }

@@ -4,13 +4,13 @@
 
 use std::path::Path;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::Tensor;
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
 use crate::nn::attention::{PreNormLayer, VIT_NAMES, patchify};
 use crate::nn::{Activation, LayerNorm, Linear};
-use crate::weights::Weights;
+use crate::nn::{CheckpointMode, Init, ParamStore};
 
 /// The `config.json` keys ViT uses.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -72,15 +72,21 @@ pub struct VitOutput {
 impl VitModel {
     /// Loads `config.json` + `model.safetensors` (f32, CPU).
     pub fn from_pretrained(dir: &Path) -> Result<Self> {
+        Self::load(dir, &super::inference_store(), CheckpointMode::Frozen)
+    }
+
+    /// Loads a folder's checkpoint into `store` (at its prefix, in its
+    /// dtype and device), trainable or frozen.
+    pub fn load(dir: &Path, store: &ParamStore, mode: CheckpointMode) -> Result<Self> {
         let config: VitConfig = crate::pretrained::read_config(dir)?;
-        let w = Weights::load(dir, &Device::Cpu, DType::F32)?.strip_prefix("vit.");
-        let model = Self::new(config, &w)?;
-        w.check_unused(&["*position_ids"])?;
+        super::attach(dir, store, mode, &["vit."])?;
+        let model = Self::new(config, store)?;
+        store.check_unused(&["*position_ids"])?;
         Ok(model)
     }
 
     /// Builds from a config and weights.
-    pub fn new(config: VitConfig, w: &Weights) -> Result<Self> {
+    pub fn new(config: VitConfig, w: &ParamStore) -> Result<Self> {
         let h = config.hidden_size;
         if config.num_attention_heads == 0
             || h % config.num_attention_heads != 0
@@ -94,17 +100,22 @@ impl VitModel {
                         .into(),
             });
         }
-        let act = Activation::from_name(&config.hidden_act, w.source())?;
+        let act = Activation::from_name(&config.hidden_act, &w.source())?;
         let (c, p) = (config.num_channels, config.patch_size);
         let n = (config.image_size / p).pow(2);
         let conv_w = w.get(
             "embeddings.patch_embeddings.projection.weight",
             &[h, c, p, p],
+            Init::Normal(0.02),
         )?;
-        let patch = Linear {
-            weight: conv_w.reshape((h, c * p * p))?,
-            bias: Some(w.get("embeddings.patch_embeddings.projection.bias", &[h])?),
-        };
+        let patch = Linear::new(
+            conv_w.reshape((h, c * p * p))?,
+            Some(w.get(
+                "embeddings.patch_embeddings.projection.bias",
+                &[h],
+                Init::Zeros,
+            )?),
+        );
         let layers = (0..config.num_hidden_layers)
             .map(|i| {
                 PreNormLayer::load(
@@ -126,8 +137,12 @@ impl VitModel {
         };
         Ok(VitModel {
             patch,
-            cls: w.get("embeddings.cls_token", &[1, 1, h])?,
-            pos: w.get("embeddings.position_embeddings", &[1, n + 1, h])?,
+            cls: w.get("embeddings.cls_token", &[1, 1, h], Init::Normal(0.02))?,
+            pos: w.get(
+                "embeddings.position_embeddings",
+                &[1, n + 1, h],
+                Init::Normal(0.02),
+            )?,
             layers,
             norm: LayerNorm::load(w, "layernorm", h, config.layer_norm_eps)?,
             pooler,

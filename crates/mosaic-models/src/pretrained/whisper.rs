@@ -26,6 +26,7 @@ use std::path::Path;
 use candle_core::{DType, Device, Tensor};
 
 use crate::error::{Error, Result};
+use crate::nn::{CheckpointMode, Init, ParamStore};
 use crate::nn::{LayerNorm, Linear, gelu_erf, softmax_last_dim};
 use crate::weights::Weights;
 
@@ -45,20 +46,20 @@ pub use transcribe::{
 /// Greedy decoding settings: the former name of [`DecodeOptions`].
 pub type GreedyOptions = DecodeOptions;
 
-fn ct2_ln(w: &Weights, p: &str, d: usize) -> Result<LayerNorm> {
+fn ct2_ln(w: &ParamStore, p: &str, d: usize) -> Result<LayerNorm> {
     // CTranslate2 stores LayerNorm as gamma/beta.
     Ok(LayerNorm {
-        weight: w.get(&format!("{p}/gamma"), &[d])?,
-        bias: w.get(&format!("{p}/beta"), &[d])?,
+        weight: w.get(&format!("{p}/gamma"), &[d], Init::Ones)?,
+        bias: w.get(&format!("{p}/beta"), &[d], Init::Zeros)?,
         eps: 1e-5,
     })
 }
 
-fn ct2_lin(w: &Weights, p: &str, i: usize, o: usize) -> Result<Linear> {
-    Ok(Linear {
-        weight: w.get(&format!("{p}/weight"), &[o, i])?,
-        bias: Some(w.get(&format!("{p}/bias"), &[o])?),
-    })
+fn ct2_lin(w: &ParamStore, p: &str, i: usize, o: usize) -> Result<Linear> {
+    Ok(Linear::new(
+        w.get(&format!("{p}/weight"), &[o, i], Init::Normal(0.02))?,
+        Some(w.get(&format!("{p}/bias"), &[o], Init::Zeros)?),
+    ))
 }
 
 fn heads_split(x: &Tensor, heads: usize) -> Result<Tensor> {
@@ -437,14 +438,19 @@ impl WhisperModel {
         } else {
             path.to_path_buf()
         };
-        let w = Weights::load(&file, &Device::Cpu, DType::F32)?;
+        let w = ParamStore::from_checkpoint(
+            Weights::load(&file, &Device::Cpu, DType::F32)?,
+            CheckpointMode::Frozen,
+            DType::F32,
+            &Device::Cpu,
+        )?;
         let count = |prefix: &str| {
             (0..)
                 .take_while(|i| w.contains(&format!("{prefix}/layer_{i}/ffn/linear_0/weight")))
                 .count()
         };
         let heads = |name: &str| -> Result<usize> {
-            let t = w.get(name, &[])?;
+            let t = w.get_unchecked(name)?;
             Ok(t.to_dtype(DType::F64)?.to_scalar::<f64>()? as usize)
         };
         let (enc_heads, dec_heads) = (heads("encoder/num_heads")?, heads("decoder/num_heads")?);
@@ -513,19 +519,27 @@ impl WhisperModel {
             dec_heads,
             n_mels,
             conv1: (
-                w.get("encoder/conv1/weight", &[d, n_mels, 3])?,
-                w.get("encoder/conv1/bias", &[d])?,
+                w.get("encoder/conv1/weight", &[d, n_mels, 3], Init::Normal(0.02))?,
+                w.get("encoder/conv1/bias", &[d], Init::Zeros)?,
             ),
             conv2: (
-                w.get("encoder/conv2/weight", &[d, d, 3])?,
-                w.get("encoder/conv2/bias", &[d])?,
+                w.get("encoder/conv2/weight", &[d, d, 3], Init::Normal(0.02))?,
+                w.get("encoder/conv2/bias", &[d], Init::Zeros)?,
             ),
-            enc_pos: w.get("encoder/position_encodings/encodings", &[enc_pos_len, d])?,
+            enc_pos: w.get(
+                "encoder/position_encodings/encodings",
+                &[enc_pos_len, d],
+                Init::Normal(0.02),
+            )?,
             enc_layers,
             enc_ln: ct2_ln(&w, "encoder/layer_norm", d)?,
-            embed: w.get("decoder/embeddings/weight", &[vocab, d])?,
+            embed: w.get("decoder/embeddings/weight", &[vocab, d], Init::Normal(0.02))?,
             proj: None,
-            dec_pos: w.get("decoder/position_encodings/encodings", &[dec_pos_len, d])?,
+            dec_pos: w.get(
+                "decoder/position_encodings/encodings",
+                &[dec_pos_len, d],
+                Init::Normal(0.02),
+            )?,
             dec_layers,
             dec_ln: ct2_ln(&w, "decoder/layer_norm", d)?,
         })
@@ -539,6 +553,12 @@ impl WhisperModel {
     /// when present and untied, the token embedding otherwise. Errors name
     /// the missing or mis-shaped tensor and the expected shape.
     pub fn from_hf_dir(dir: &Path) -> Result<Self> {
+        Self::load_hf(dir, &super::inference_store(), CheckpointMode::Frozen)
+    }
+
+    /// Loads a folder's checkpoint into `store` (at its prefix, in its
+    /// dtype and device), trainable or frozen.
+    pub fn load_hf(dir: &Path, store: &ParamStore, mode: CheckpointMode) -> Result<Self> {
         let cfg: HfWhisperConfig = super::read_config(dir)?;
         let source = dir.join("config.json").display().to_string();
         if let Some(t) = &cfg.model_type
@@ -565,26 +585,26 @@ impl WhisperModel {
             cfg.encoder_attention_heads,
             cfg.decoder_attention_heads,
         )?;
-        let w = Weights::load(dir, &Device::Cpu, DType::F32)?.strip_prefix("model.");
-        let lin = |p: &str, i: usize, o: usize| Linear::load(&w, p, i, o);
-        let ln = |p: &str| LayerNorm::load(&w, p, d, 1e-5);
+        super::attach(dir, store, mode, &["model."])?;
+        let lin = |p: &str, i: usize, o: usize| Linear::load(store, p, i, o);
+        let ln = |p: &str| LayerNorm::load(store, p, d, 1e-5);
         let zeros = Tensor::zeros(d, DType::F32, &Device::Cpu)?;
         // q (bias), k (no bias), v (bias) stacked into one projection.
         let stacked = |p: &str, names: &[&str]| -> Result<Linear> {
             let mut ws = Vec::new();
             let mut bs = Vec::new();
             for n in names {
-                ws.push(w.get(&format!("{p}.{n}_proj.weight"), &[d, d])?);
+                ws.push(store.get(&format!("{p}.{n}_proj.weight"), &[d, d], Init::Normal(0.02))?);
                 bs.push(if *n == "k" {
                     zeros.clone()
                 } else {
-                    w.get(&format!("{p}.{n}_proj.bias"), &[d])?
+                    store.get(&format!("{p}.{n}_proj.bias"), &[d], Init::Zeros)?
                 });
             }
-            Ok(Linear {
-                weight: Tensor::cat(&ws, 0)?,
-                bias: Some(Tensor::cat(&bs, 0)?),
-            })
+            Ok(Linear::new(
+                Tensor::cat(&ws, 0)?,
+                Some(Tensor::cat(&bs, 0)?),
+            ))
         };
         let enc_layers = (0..cfg.encoder_layers)
             .map(|i| {
@@ -616,9 +636,13 @@ impl WhisperModel {
                 })
             })
             .collect::<Result<_>>()?;
-        let embed = w.get("decoder.embed_tokens.weight", &[cfg.vocab_size, d])?;
-        let proj = if !cfg.tie_word_embeddings && w.contains("proj_out.weight") {
-            Some(w.get("proj_out.weight", &[cfg.vocab_size, d])?)
+        let embed = store.get(
+            "decoder.embed_tokens.weight",
+            &[cfg.vocab_size, d],
+            Init::Normal(0.02),
+        )?;
+        let proj = if !cfg.tie_word_embeddings && store.contains("proj_out.weight") {
+            Some(store.get("proj_out.weight", &[cfg.vocab_size, d], Init::Normal(0.02))?)
         } else {
             None
         };
@@ -629,24 +653,26 @@ impl WhisperModel {
             dec_heads: cfg.decoder_attention_heads,
             n_mels: m,
             conv1: (
-                w.get("encoder.conv1.weight", &[d, m, 3])?,
-                w.get("encoder.conv1.bias", &[d])?,
+                store.get("encoder.conv1.weight", &[d, m, 3], Init::Normal(0.02))?,
+                store.get("encoder.conv1.bias", &[d], Init::Zeros)?,
             ),
             conv2: (
-                w.get("encoder.conv2.weight", &[d, d, 3])?,
-                w.get("encoder.conv2.bias", &[d])?,
+                store.get("encoder.conv2.weight", &[d, d, 3], Init::Normal(0.02))?,
+                store.get("encoder.conv2.bias", &[d], Init::Zeros)?,
             ),
-            enc_pos: w.get(
+            enc_pos: store.get(
                 "encoder.embed_positions.weight",
                 &[cfg.max_source_positions, d],
+                Init::Normal(0.02),
             )?,
             enc_layers,
             enc_ln: ln("encoder.layer_norm")?,
             embed,
             proj,
-            dec_pos: w.get(
+            dec_pos: store.get(
                 "decoder.embed_positions.weight",
                 &[cfg.max_target_positions, d],
+                Init::Normal(0.02),
             )?,
             dec_layers,
             dec_ln: ln("decoder.layer_norm")?,
