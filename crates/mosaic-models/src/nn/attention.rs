@@ -220,18 +220,18 @@ impl PreNormLayer {
 }
 
 /// `[B, 1, 1, T]` additive key-padding bias from a `[B, T]` 0/1 mask.
-pub fn padding_bias(mask: &Tensor) -> Result<Tensor> {
+pub fn padding_bias(mask: &Tensor, dtype: DType) -> Result<Tensor> {
     let (b, t) = mask.dims2()?;
-    let m = mask.to_dtype(DType::F32)?;
+    let m = mask.to_dtype(dtype)?;
     Ok(((m.ones_like()? - m)? * f32::MIN as f64)?.reshape((b, 1, 1, t))?)
 }
 
 /// `[1, 1, T, T]` causal bias (0 on and below the diagonal).
-pub fn causal_bias(t: usize, device: &Device) -> Result<Tensor> {
+pub fn causal_bias(t: usize, dtype: DType, device: &Device) -> Result<Tensor> {
     let v: Vec<f32> = (0..t * t)
         .map(|i| if i % t > i / t { f32::MIN } else { 0.0 })
         .collect();
-    Ok(Tensor::from_vec(v, (1, 1, t, t), device)?)
+    Ok(Tensor::from_vec(v, (1, 1, t, t), device)?.to_dtype(dtype)?)
 }
 
 /// Splits `[B, C, S, S]` images into `[B, N, C·p·p]` patch rows in the

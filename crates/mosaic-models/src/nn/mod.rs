@@ -17,7 +17,7 @@ pub use blocks::{
     Rope, Transformer, TransformerBlock,
 };
 pub use ops::{
-    Activation, ConvBatchNorm, LayerNorm, Linear, Lora, conv1d, gelu_erf, gelu_tanh,
+    Activation, ConvBatchNorm, LayerNorm, Linear, Lora, StackedLinear, conv1d, gelu_erf, gelu_tanh,
     matmul_last_dim, softmax_last_dim,
 };
 pub use params::{CheckpointMode, Init, LoraSpec, ParamStore};

@@ -69,6 +69,74 @@ impl Linear {
     }
 }
 
+/// Projections of one input stacked along the output (a fused QKV, or a
+/// cross-attention's keys and values) from separate checkpoint tensors.
+/// Frozen parts without adapters run as one matmul of weights concatenated
+/// once at load; trainable or adapted parts run one by one and their
+/// outputs are concatenated, so that every forward reads the current
+/// parameters (a concatenation cached at load would go stale after an
+/// optimiser step) and each part keeps its own LoRA.
+#[derive(Debug, Clone)]
+pub struct StackedLinear {
+    parts: Vec<Linear>,
+    fused: Option<Linear>,
+}
+
+impl StackedLinear {
+    /// Stacks `parts` (same input size; a part without a bias counts as
+    /// zero bias).
+    pub fn new(parts: Vec<Linear>) -> Result<Self> {
+        let live = parts.iter().any(|l| {
+            l.lora.is_some()
+                || l.weight.is_variable()
+                || l.bias.as_ref().is_some_and(|b| b.is_variable())
+        });
+        let mut s = StackedLinear { parts, fused: None };
+        if !live {
+            s.fused = Some(s.merged()?);
+        }
+        Ok(s)
+    }
+
+    /// The parts, in output order.
+    pub fn parts(&self) -> &[Linear] {
+        &self.parts
+    }
+
+    /// One layer with the parts' weights (adapters folded in) and biases
+    /// concatenated, for export or a fused forward.
+    pub fn merged(&self) -> Result<Linear> {
+        let mut ws = Vec::with_capacity(self.parts.len());
+        let mut bs = Vec::with_capacity(self.parts.len());
+        for l in &self.parts {
+            let w = l.merged_weight()?;
+            bs.push(match &l.bias {
+                Some(b) => b.detach(),
+                None => Tensor::zeros(w.dim(0)?, w.dtype(), w.device())?,
+            });
+            ws.push(w);
+        }
+        Ok(Linear::new(
+            Tensor::cat(&ws, 0)?,
+            Some(Tensor::cat(&bs, 0)?),
+        ))
+    }
+
+    /// Applies every part to `[..., in]`; outputs concatenated on the last
+    /// dimension.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if let Some(f) = &self.fused {
+            return f.forward(x);
+        }
+        let ys = self
+            .parts
+            .iter()
+            .map(|l| l.forward(x))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Tensor::cat(&ys, x.rank() - 1)?)
+    }
+}
+
 /// `x Wᵀ + b` from primitive ops: the path off the CPU and for half
 /// precision, and the fused node's reference.
 pub fn linear_composed(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {

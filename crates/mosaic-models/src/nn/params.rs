@@ -352,6 +352,37 @@ impl ParamStore {
         Ok(out)
     }
 
+    /// A trainable parameter added on top of a checkpoint (a LoRA factor, a
+    /// prompt, a new head): read from the covering checkpoint when it holds
+    /// `name` (a saved fine-tune), else created with `init`; a `Var` in
+    /// either case, whatever the checkpoint mode.
+    pub fn get_added(&self, name: &str, shape: &[usize], init: Init) -> Result<Tensor> {
+        let full = self.full(name);
+        let mut inner = self.lock();
+        if !inner.vars.contains_key(&full) && !inner.frozen.contains_key(&full) {
+            if let Some((i, rel)) = covering(&inner.checkpoints, &full)
+                && inner.checkpoints[i].weights.contains(&rel)
+            {
+                let t = inner.checkpoints[i].weights.take(&rel, shape)?;
+                let t = t.to_dtype(inner.dtype)?.to_device(&inner.device)?;
+                let v = Var::from_tensor(&t)?;
+                let out = v.as_tensor().clone();
+                inner.vars.insert(full, v);
+                return Ok(out);
+            }
+            if covering(&inner.checkpoints, &full).is_some() {
+                let values = init_values(inner.seed, &full, shape, init)?;
+                let t = Tensor::from_vec(values, shape, &inner.device)?.to_dtype(inner.dtype)?;
+                let v = Var::from_tensor(&t)?;
+                let out = v.as_tensor().clone();
+                inner.vars.insert(full, v);
+                return Ok(out);
+            }
+        }
+        drop(inner);
+        self.get(name, shape, init)
+    }
+
     /// A buffer `name` (under this prefix): state that is saved with the
     /// model but never trained (BatchNorm running statistics). Read from
     /// the covering checkpoint when there is one, else filled with `init`;
@@ -526,12 +557,12 @@ impl ParamStore {
                     });
                 }
                 // A as Kaiming-uniform, B zero: training starts from the base model.
-                let a = s.get(
+                let a = s.get_added(
                     "lora_a",
                     &[spec.rank, in_dim],
                     Init::Uniform(1.0 / (in_dim.max(1) as f64).sqrt()),
                 )?;
-                let b = s.get("lora_b", &[out_dim, spec.rank], Init::Zeros)?;
+                let b = s.get_added("lora_b", &[out_dim, spec.rank], Init::Zeros)?;
                 Some(Lora {
                     a,
                     b,

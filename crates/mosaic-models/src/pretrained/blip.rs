@@ -360,8 +360,8 @@ impl BlipText {
         mask: Option<&Tensor>,
         image: Option<&Tensor>,
     ) -> Result<Tensor> {
-        let bias = mask.map(padding_bias).transpose()?;
         let mut x = self.embed(ids, 0)?;
+        let bias = mask.map(|m| padding_bias(m, x.dtype())).transpose()?;
         for l in &self.layers {
             let a = l.self_attn.attn.forward(&x, bias.as_ref())?;
             x = l.self_attn.norm.forward(&(a + &x)?)?;
@@ -398,7 +398,7 @@ impl BlipText {
         let mask: Vec<f32> = (0..t * s)
             .map(|i| if i % s > start + i / s { f32::MIN } else { 0.0 })
             .collect();
-        let causal = Tensor::from_vec(mask, (1, 1, t, s), ids.device())?;
+        let causal = Tensor::from_vec(mask, (1, 1, t, s), ids.device())?.to_dtype(x.dtype())?;
         let heads = self.config.num_attention_heads;
         for (i, l) in self.layers.iter().enumerate() {
             let sa = &l.self_attn.attn;

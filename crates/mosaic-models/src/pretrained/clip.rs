@@ -230,9 +230,9 @@ impl ClipModel {
             .index_select(&ids.flatten_all()?, 0)?
             .reshape((b, t, h))?
             .broadcast_add(&self.tpos.narrow(0, 0, t)?.unsqueeze(0)?)?;
-        let mut bias = causal_bias(t, x.device())?;
+        let mut bias = causal_bias(t, x.dtype(), x.device())?;
         if let Some(m) = attention_mask {
-            bias = bias.broadcast_add(&padding_bias(m)?)?;
+            bias = bias.broadcast_add(&padding_bias(m, x.dtype())?)?;
         }
         for l in &self.tlayers {
             x = l.forward(&x, Some(&bias))?;

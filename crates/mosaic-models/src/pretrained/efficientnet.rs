@@ -102,6 +102,21 @@ impl ConvBn {
     }
 }
 
+/// `path` itself, or the one `.pth` file in the folder `path`.
+fn pth_file(path: &Path) -> Result<std::path::PathBuf> {
+    if !path.is_dir() {
+        return Ok(path.to_path_buf());
+    }
+    std::fs::read_dir(path)
+        .map_err(|e| mosaic_core::Error::io(path, e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.extension().is_some_and(|e| e == "pth"))
+        .ok_or_else(|| Error::Config {
+            source_name: path.display().to_string(),
+            message: "no .pth file in the folder".into(),
+        })
+}
+
 #[derive(Debug, Clone)]
 struct Block {
     expand: Option<ConvBn>,
@@ -123,25 +138,13 @@ pub struct EfficientNetLite {
 impl EfficientNetLite {
     /// Loads `efficientnet-lite0.pth` (or a folder holding one `.pth`).
     pub fn from_pretrained(path: &Path) -> Result<Self> {
-        let file = if path.is_dir() {
-            std::fs::read_dir(path)
-                .map_err(|e| mosaic_core::Error::io(path, e))?
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .find(|p| p.extension().is_some_and(|e| e == "pth"))
-                .ok_or_else(|| Error::Config {
-                    source_name: path.display().to_string(),
-                    message: "no .pth file in the folder".into(),
-                })?
-        } else {
-            path.to_path_buf()
-        };
-        Self::load(&file, &super::inference_store(), CheckpointMode::Frozen)
+        Self::load(path, &super::inference_store(), CheckpointMode::Frozen)
     }
 
-    /// Loads the `.pth` checkpoint `file` into `store` (at its prefix, in its
+    /// Loads the `.pth` checkpoint `path` (or the one in a folder) into `store` (at its prefix, in its
     /// dtype and device), trainable or frozen.
-    pub fn load(file: &Path, store: &ParamStore, mode: CheckpointMode) -> Result<Self> {
-        let w = Weights::load(file, &store.device(), store.dtype())?;
+    pub fn load(path: &Path, store: &ParamStore, mode: CheckpointMode) -> Result<Self> {
+        let w = Weights::load(&pth_file(path)?, &store.device(), store.dtype())?;
         store.attach_checkpoint("", w, mode)?;
         let model = Self::new(store)?;
         store.check_unused(&["*num_batches_tracked"])?;

@@ -321,8 +321,10 @@ impl LlamaModel {
         let dev = embeds.device();
         let (cos, sin) = self.rope(start, t, dev)?;
         let (cos, sin) = (
-            cos.reshape((1, 1, t, self.head_dim))?,
-            sin.reshape((1, 1, t, self.head_dim))?,
+            cos.reshape((1, 1, t, self.head_dim))?
+                .to_dtype(embeds.dtype())?,
+            sin.reshape((1, 1, t, self.head_dim))?
+                .to_dtype(embeds.dtype())?,
         );
         let s = start + t;
         let mask: Vec<f32> = (0..t * s)
@@ -334,7 +336,7 @@ impl LlamaModel {
                 }
             })
             .collect();
-        let mask = Tensor::from_vec(mask, (1, 1, t, s), dev)?;
+        let mask = Tensor::from_vec(mask, (1, 1, t, s), dev)?.to_dtype(embeds.dtype())?;
         let (nh, kvh, hd) = (
             self.config.num_attention_heads,
             self.kv_heads,

@@ -334,5 +334,30 @@ fn max_pool_3x3_s2(x: &Tensor) -> Result<Tensor> {
     };
     let x = Tensor::cat(&[&neg((b, c, 1, w))?, x, &neg((b, c, 1, w))?], 2)?;
     let x = Tensor::cat(&[&neg((b, c, h + 2, 1))?, &x, &neg((b, c, h + 2, 1))?], 3)?;
-    Ok(x.max_pool2d_with_stride(3, 2)?)
+    if !x.track_op() {
+        return Ok(x.max_pool2d_with_stride(3, 2)?);
+    }
+    // candle's max_pool2d has no backward when the window exceeds the
+    // stride: under autograd, the max of the nine strided window shifts.
+    let (oh, ow) = ((h + 2 - 3) / 2 + 1, (w + 2 - 3) / 2 + 1);
+    // One more -inf row and column so every shift has 2·out elements.
+    let x = Tensor::cat(&[&x, &neg((b, c, 1, w + 2))?], 2)?;
+    let x = Tensor::cat(&[&x, &neg((b, c, h + 3, 1))?], 3)?;
+    let mut out: Option<Tensor> = None;
+    for dy in 0..3 {
+        for dx in 0..3 {
+            let s = x
+                .narrow(2, dy, 2 * oh)?
+                .narrow(3, dx, 2 * ow)?
+                .reshape((b, c, oh, 2, ow, 2))?
+                .narrow(3, 0, 1)?
+                .narrow(5, 0, 1)?
+                .reshape((b, c, oh, ow))?;
+            out = Some(match out {
+                Some(o) => o.maximum(&s)?,
+                None => s,
+            });
+        }
+    }
+    Ok(out.expect("nine shifts"))
 }

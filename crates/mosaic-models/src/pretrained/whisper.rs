@@ -27,7 +27,7 @@ use candle_core::{DType, Device, Tensor};
 
 use crate::error::{Error, Result};
 use crate::nn::{CheckpointMode, Init, ParamStore};
-use crate::nn::{LayerNorm, Linear, gelu_erf, softmax_last_dim};
+use crate::nn::{LayerNorm, Linear, StackedLinear, gelu_erf, softmax_last_dim};
 use crate::weights::Weights;
 
 pub mod decoding;
@@ -82,7 +82,8 @@ fn attend(q: &Tensor, k: &Tensor, v: &Tensor, bias: Option<&Tensor>) -> Result<T
         // Masked entries are -inf: scaling after the mask changes nothing.
         s = s.broadcast_add(b)?;
     }
-    let p = if s.device().is_cpu() && s.dtype() == DType::F32 {
+    // The single-pass kernel has no backward: only off autograd.
+    let p = if s.device().is_cpu() && s.dtype() == DType::F32 && !s.track_op() {
         s.contiguous()?
             .apply_op1_no_bwd(&fused::ScaledSoftmax(scale as f32))?
     } else {
@@ -91,18 +92,26 @@ fn attend(q: &Tensor, k: &Tensor, v: &Tensor, bias: Option<&Tensor>) -> Result<T
     Ok(p.matmul(v)?)
 }
 
-/// GELU (erf) in one pass (inference only).
+/// GELU (erf) in one pass. Under autograd Mosaic's fused op: candle's
+/// backward uses 1/√(2π) rounded to 0.398942 (found by the family's
+/// finite-difference check, relative error ~1e-5).
 fn gelu(x: &Tensor) -> Result<Tensor> {
-    if x.device().is_cpu() {
+    if x.device().is_cpu() && !x.track_op() {
         Ok(x.gelu_erf()?)
     } else {
         gelu_erf(x)
     }
 }
 
-/// LayerNorm in one pass over each row (inference only; f64 statistics).
+/// LayerNorm in one pass over each row (f64 statistics) off autograd; the
+/// differentiable fused LayerNorm under it.
 fn layer_norm(ln: &LayerNorm, x: &Tensor) -> Result<Tensor> {
-    if !x.device().is_cpu() || x.dtype() != DType::F32 {
+    if !x.device().is_cpu()
+        || x.dtype() != DType::F32
+        || x.track_op()
+        || ln.weight.track_op()
+        || ln.bias.track_op()
+    {
         return ln.forward(x);
     }
     let op = fused::LayerNormOp {
@@ -233,7 +242,7 @@ fn cross_attend(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
 
 struct EncLayer {
     attn_ln: LayerNorm,
-    qkv: Linear,
+    qkv: StackedLinear,
     out: Linear,
     ffn_ln: LayerNorm,
     fc1: Linear,
@@ -242,11 +251,11 @@ struct EncLayer {
 
 struct DecLayer {
     self_ln: LayerNorm,
-    self_qkv: Linear,
+    self_qkv: StackedLinear,
     self_out: Linear,
     cross_ln: LayerNorm,
     cross_q: Linear,
-    cross_kv: Linear,
+    cross_kv: StackedLinear,
     cross_out: Linear,
     ffn_ln: LayerNorm,
     fc1: Linear,
@@ -488,7 +497,12 @@ impl WhisperModel {
                 let p = format!("encoder/layer_{i}");
                 Ok(EncLayer {
                     attn_ln: ct2_ln(&w, &format!("{p}/self_attention/layer_norm"), d)?,
-                    qkv: ct2_lin(&w, &format!("{p}/self_attention/linear_0"), d, 3 * d)?,
+                    qkv: StackedLinear::new(vec![ct2_lin(
+                        &w,
+                        &format!("{p}/self_attention/linear_0"),
+                        d,
+                        3 * d,
+                    )?])?,
                     out: ct2_lin(&w, &format!("{p}/self_attention/linear_1"), d, d)?,
                     ffn_ln: ct2_ln(&w, &format!("{p}/ffn/layer_norm"), d)?,
                     fc1: ct2_lin(&w, &format!("{p}/ffn/linear_0"), d, ff)?,
@@ -501,11 +515,21 @@ impl WhisperModel {
                 let p = format!("decoder/layer_{i}");
                 Ok(DecLayer {
                     self_ln: ct2_ln(&w, &format!("{p}/self_attention/layer_norm"), d)?,
-                    self_qkv: ct2_lin(&w, &format!("{p}/self_attention/linear_0"), d, 3 * d)?,
+                    self_qkv: StackedLinear::new(vec![ct2_lin(
+                        &w,
+                        &format!("{p}/self_attention/linear_0"),
+                        d,
+                        3 * d,
+                    )?])?,
                     self_out: ct2_lin(&w, &format!("{p}/self_attention/linear_1"), d, d)?,
                     cross_ln: ct2_ln(&w, &format!("{p}/attention/layer_norm"), d)?,
                     cross_q: ct2_lin(&w, &format!("{p}/attention/linear_0"), d, d)?,
-                    cross_kv: ct2_lin(&w, &format!("{p}/attention/linear_1"), d, 2 * d)?,
+                    cross_kv: StackedLinear::new(vec![ct2_lin(
+                        &w,
+                        &format!("{p}/attention/linear_1"),
+                        d,
+                        2 * d,
+                    )?])?,
                     cross_out: ct2_lin(&w, &format!("{p}/attention/linear_2"), d, d)?,
                     ffn_ln: ct2_ln(&w, &format!("{p}/ffn/layer_norm"), d)?,
                     fc1: ct2_lin(&w, &format!("{p}/ffn/linear_0"), d, ff)?,
@@ -588,23 +612,13 @@ impl WhisperModel {
         super::attach(dir, store, mode, &["model."])?;
         let lin = |p: &str, i: usize, o: usize| Linear::load(store, p, i, o);
         let ln = |p: &str| LayerNorm::load(store, p, d, 1e-5);
-        let zeros = Tensor::zeros(d, DType::F32, &Device::Cpu)?;
         // q (bias), k (no bias), v (bias) stacked into one projection.
-        let stacked = |p: &str, names: &[&str]| -> Result<Linear> {
-            let mut ws = Vec::new();
-            let mut bs = Vec::new();
-            for n in names {
-                ws.push(store.get(&format!("{p}.{n}_proj.weight"), &[d, d], Init::Normal(0.02))?);
-                bs.push(if *n == "k" {
-                    zeros.clone()
-                } else {
-                    store.get(&format!("{p}.{n}_proj.bias"), &[d], Init::Zeros)?
-                });
-            }
-            Ok(Linear::new(
-                Tensor::cat(&ws, 0)?,
-                Some(Tensor::cat(&bs, 0)?),
-            ))
+        let stacked = |p: &str, names: &[&str]| -> Result<StackedLinear> {
+            let parts = names
+                .iter()
+                .map(|n| store.linear(&format!("{p}.{n}_proj"), d, d, *n != "k"))
+                .collect::<Result<Vec<_>>>()?;
+            StackedLinear::new(parts)
         };
         let enc_layers = (0..cfg.encoder_layers)
             .map(|i| {
@@ -705,7 +719,7 @@ impl WhisperModel {
                 if let Some(b) = &l.bias {
                     let b = b.narrow(0, i * d, d)?;
                     if *n == "k" {
-                        let m = b.abs()?.max(0)?.to_scalar::<f32>()?;
+                        let m = b.abs()?.max(0)?.to_dtype(DType::F64)?.to_scalar::<f64>()?;
                         if m != 0.0 {
                             return Err(Error::InvalidInput {
                                 what: "model".into(),
@@ -747,7 +761,7 @@ impl WhisperModel {
             let p = format!("model.encoder.layers.{i}");
             ln(&l.attn_ln, &format!("{p}.self_attn_layer_norm"), &mut put)?;
             split(
-                &l.qkv,
+                &l.qkv.merged()?,
                 &["q", "k", "v"],
                 &format!("{p}.self_attn"),
                 &mut put,
@@ -764,7 +778,7 @@ impl WhisperModel {
             let p = format!("model.decoder.layers.{i}");
             ln(&l.self_ln, &format!("{p}.self_attn_layer_norm"), &mut put)?;
             split(
-                &l.self_qkv,
+                &l.self_qkv.merged()?,
                 &["q", "k", "v"],
                 &format!("{p}.self_attn"),
                 &mut put,
@@ -777,7 +791,7 @@ impl WhisperModel {
             )?;
             lin(&l.cross_q, &format!("{p}.encoder_attn.q_proj"), &mut put)?;
             split(
-                &l.cross_kv,
+                &l.cross_kv.merged()?,
                 &["k", "v"],
                 &format!("{p}.encoder_attn"),
                 &mut put,
@@ -998,7 +1012,7 @@ impl WhisperModel {
                     }
                 })
                 .collect();
-            Some(Tensor::from_vec(mask, (1, 1, n, total), x.device())?)
+            Some(Tensor::from_vec(mask, (1, 1, n, total), x.device())?.to_dtype(x.dtype())?)
         } else {
             None
         };
