@@ -166,6 +166,7 @@ pub fn pipeline_for(
         }
     };
     let mut text_len = None;
+    let mut tower_tokenizer: Option<String> = None;
     for (m, e) in &arch.encoders {
         let key = format!("encoders.{m}");
         match e {
@@ -231,6 +232,36 @@ pub fn pipeline_for(
                 }
                 p.point_cloud = Some(cfg);
             }
+            EncoderConfig::Pretrained {
+                pretrained,
+                max_len,
+                ..
+            } => {
+                // The tower's own preprocessing: its tokenizer and text
+                // length, its image processor.
+                let dir = mosaic_models::pretrained::resolve_tower(pretrained)?;
+                let info = mosaic_models::pretrained::tower_info(&dir, *m)?;
+                match m {
+                    Modality::Text => {
+                        text_len = Some(max_len.or(info.max_len).unwrap_or(512));
+                        tower_tokenizer.get_or_insert(dir.display().to_string());
+                    }
+                    Modality::Image => {
+                        p.image = Some(if info.family == "efficientnet-lite" {
+                            mosaic_models::pretrained::lite_preprocessor().0
+                        } else {
+                            ImageProcessor::from_pretrained(&dir)
+                                .map_err(|e| cfg_err(&key, format!("{pretrained}: {e}")))?
+                        });
+                    }
+                    other => {
+                        return Err(cfg_err(
+                            &key,
+                            format!("pretrained towers read text or images, not {other}"),
+                        ));
+                    }
+                }
+            }
             EncoderConfig::Sensor { max_len, .. } => {
                 p.sensor = Some(SensorPipeline {
                     max_steps: Some(*max_len),
@@ -244,7 +275,9 @@ pub fn pipeline_for(
         text_len = Some(text_len.map_or(*max_len, |t: usize| t.min(*max_len)));
     }
     if let Some(n) = text_len {
-        let reference = data.tokenizer.as_deref().ok_or_else(|| {
+        // A pretrained text tower brings its tokenizer; one named in the
+        // data config wins.
+        let reference = data.tokenizer.as_deref().or(tower_tokenizer.as_deref()).ok_or_else(|| {
             cfg_err(
                 "data.tokenizer",
                 "the model reads text, so a tokenizer is needed (asset name, folder or tokenizer.json)",

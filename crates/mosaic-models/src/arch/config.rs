@@ -201,6 +201,30 @@ pub enum Projector {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum EncoderConfig {
+    /// A pretrained checkpoint's tower ([`crate::pretrained::tower`]),
+    /// loaded into the model's parameter store: trainable (fine-tuning,
+    /// LoRA by name) or frozen (LiT). Tokens and pooled vector are the
+    /// tower's own (a sentence-transformers model pools as it was trained).
+    Pretrained {
+        /// A catalog asset (`minilm-l6-v2`, fetched on first use), a
+        /// checkpoint folder, or a hub id `org/name`. Also `checkpoint`.
+        #[serde(alias = "checkpoint")]
+        pretrained: String,
+        /// The tower of a two-tower checkpoint, `text` or `vision`
+        /// (default: the one the modality key names; must agree with it).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        tower: Option<String>,
+        /// Load without gradients (a locked tower, as in LiT).
+        #[serde(default)]
+        freeze: bool,
+        /// Width of tokens and pooled vector: read from the checkpoint
+        /// ([`ArchConfig::resolve_pretrained`]); a value given must match.
+        #[serde(default)]
+        dim: usize,
+        /// Longest text (text towers; default: the checkpoint's).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        max_len: Option<usize>,
+    },
     /// Token embedding + positions + transformer; pooled = mean over real tokens.
     TextTransformer {
         /// Vocabulary.
@@ -430,7 +454,8 @@ impl EncoderConfig {
             | EncoderConfig::Video { dim, .. }
             | EncoderConfig::Pointnet { dim, .. }
             | EncoderConfig::PointTransformer { dim, .. }
-            | EncoderConfig::Sensor { dim, .. } => *dim,
+            | EncoderConfig::Sensor { dim, .. }
+            | EncoderConfig::Pretrained { dim, .. } => *dim,
         }
     }
 
@@ -446,6 +471,7 @@ impl EncoderConfig {
             EncoderConfig::Pointnet { .. } => "pointnet",
             EncoderConfig::PointTransformer { .. } => "point_transformer",
             EncoderConfig::Sensor { .. } => "sensor",
+            EncoderConfig::Pretrained { .. } => "pretrained",
         }
     }
 
@@ -462,6 +488,8 @@ impl EncoderConfig {
                 &[Modality::PointCloud]
             }
             EncoderConfig::Sensor { .. } => &[Modality::Sensor],
+            // Which of the two a checkpoint gives is its family's say.
+            EncoderConfig::Pretrained { .. } => &[Modality::Text, Modality::Image],
         }
     }
 }
@@ -679,6 +707,43 @@ impl ArchConfig {
         Ok(cfg)
     }
 
+    /// Reads the width (and text length) of every pretrained tower from its
+    /// checkpoint's config, resolving (and on first use fetching) the
+    /// reference; a `dim` given in the config must match the checkpoint's.
+    pub fn resolve_pretrained(&mut self) -> Result<()> {
+        for (m, e) in self.encoders.iter_mut() {
+            if let EncoderConfig::Pretrained {
+                pretrained,
+                dim,
+                max_len,
+                ..
+            } = e
+            {
+                let dir = crate::pretrained::resolve_tower(pretrained)?;
+                let info = crate::pretrained::tower_info(&dir, *m)?;
+                if *dim != 0 && *dim != info.dim {
+                    return Err(cfg_err(
+                        &format!("encoders.{m}.dim"),
+                        format!("{dim}, but `{pretrained}` gives {}", info.dim),
+                    ));
+                }
+                *dim = info.dim;
+                if let (Some(want), Some(have)) = (*max_len, info.max_len)
+                    && want > have
+                {
+                    return Err(cfg_err(
+                        &format!("encoders.{m}.max_len"),
+                        format!("{want}, but `{pretrained}` reads at most {have} tokens"),
+                    ));
+                }
+                if max_len.is_none() {
+                    *max_len = info.max_len;
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Checks what serde cannot: sizes, and that fusion and heads only use
     /// modalities that have encoders with compatible widths.
     pub fn validate(&self) -> Result<()> {
@@ -705,7 +770,23 @@ impl ArchConfig {
                 }
                 Ok(())
             };
-            if e.dim() == 0 {
+            if let EncoderConfig::Pretrained { tower, .. } = e {
+                let wanted = match m {
+                    Modality::Text => "text",
+                    _ => "vision",
+                };
+                if let Some(t) = tower {
+                    let t = if t == "image" { "vision" } else { t.as_str() };
+                    if t != wanted {
+                        return Err(cfg_err(
+                            &format!("{key}.tower"),
+                            format!("`{t}` does not encode {m} (use `{wanted}` or leave it out)"),
+                        ));
+                    }
+                }
+            }
+            // A pretrained tower's width comes from its checkpoint.
+            if e.dim() == 0 && !matches!(e, EncoderConfig::Pretrained { .. }) {
                 return Err(cfg_err(&format!("{key}.dim"), "must be positive"));
             }
             match e {
@@ -782,6 +863,21 @@ impl ArchConfig {
                     }
                     if norm_eps.is_some_and(|e| !(e > 0.0 && e.is_finite())) {
                         return Err(cfg_err(&format!("{key}.norm_eps"), "must be positive"));
+                    }
+                }
+                EncoderConfig::Pretrained {
+                    pretrained,
+                    max_len,
+                    ..
+                } => {
+                    if pretrained.trim().is_empty() {
+                        return Err(cfg_err(
+                            &format!("{key}.pretrained"),
+                            "empty: name an asset, a checkpoint folder or a hub id",
+                        ));
+                    }
+                    if *max_len == Some(0) {
+                        return Err(cfg_err(&format!("{key}.max_len"), "must be positive"));
                     }
                 }
             }

@@ -140,6 +140,8 @@ pub fn encoder_cost(e: &EncoderConfig) -> (usize, u64) {
                 local + centre + *layers as u64 * block(*groups, *groups, *dim, 4, None),
             )
         }
+        // Not counted: the cost is the checkpoint's (see `describe`).
+        EncoderConfig::Pretrained { max_len, .. } => (max_len.unwrap_or(1), 0),
         EncoderConfig::Sensor {
             channels,
             max_len,
@@ -316,6 +318,13 @@ pub fn describe(model: &MultimodalModel, depth: usize) -> String {
         )
     }) {
         let _ = writeln!(s, "(point clouds counted at {ASSUMED_POINTS} points)");
+    }
+    if cfg
+        .encoders
+        .values()
+        .any(|e| matches!(e, EncoderConfig::Pretrained { .. }))
+    {
+        let _ = writeln!(s, "(pretrained towers not counted)");
     }
     s
 }

@@ -9,6 +9,7 @@ use mosaic_core::{Modality, ModalityBatch};
 use crate::arch::config::{BlockOptions, EncoderConfig, Positions, VideoAttention};
 use crate::encoder::{Encoder, Features};
 use crate::error::{Error, Result};
+use crate::nn::CheckpointMode;
 use crate::nn::Linear;
 use crate::nn::attention::patchify;
 use crate::nn::blocks::{BlockSpec, Embedding, PromptTokens, Transformer, key_bias, layer_norm};
@@ -100,6 +101,34 @@ pub enum ArchEncoder {
     PointTransformer(PointTransformerEncoder),
     /// Sensor.
     Sensor(SensorEncoder),
+    /// A pretrained checkpoint's tower.
+    Pretrained(PretrainedEncoder),
+}
+
+/// A pretrained checkpoint's tower inside a config-built model: its
+/// parameters live in the model's store under `encoders.{modality}.`, with
+/// the checkpoint's own names below that.
+#[derive(Clone)]
+pub struct PretrainedEncoder {
+    inner: std::sync::Arc<dyn Encoder>,
+    source: String,
+}
+
+impl PretrainedEncoder {
+    /// The checkpoint reference it was loaded from.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+}
+
+impl std::fmt::Debug for PretrainedEncoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PretrainedEncoder")
+            .field("source", &self.source)
+            .field("modality", &self.inner.modality())
+            .field("dim", &self.inner.pooled_dim())
+            .finish()
+    }
 }
 
 impl ArchEncoder {
@@ -140,6 +169,31 @@ impl ArchEncoder {
                 ArchEncoder::PointTransformer(PointTransformerEncoder::new(&p, cfg)?)
             }
             EncoderConfig::Sensor { .. } => ArchEncoder::Sensor(SensorEncoder::new(&p, cfg)?),
+            EncoderConfig::Pretrained {
+                pretrained, freeze, ..
+            } => {
+                let dir = crate::pretrained::resolve_tower(pretrained)?;
+                let mode = if *freeze {
+                    CheckpointMode::Frozen
+                } else {
+                    CheckpointMode::Trainable
+                };
+                let inner = crate::pretrained::load_tower(&dir, modality, &p, mode)?;
+                if inner.pooled_dim() != cfg.dim() && cfg.dim() != 0 {
+                    return Err(Error::Config {
+                        source_name: pretrained.clone(),
+                        message: format!(
+                            "key `encoders.{modality}.dim`: {}, but the tower gives {}",
+                            cfg.dim(),
+                            inner.pooled_dim()
+                        ),
+                    });
+                }
+                ArchEncoder::Pretrained(PretrainedEncoder {
+                    inner,
+                    source: pretrained.clone(),
+                })
+            }
         })
     }
 
@@ -154,6 +208,7 @@ impl ArchEncoder {
             ArchEncoder::PointNet(e) => e,
             ArchEncoder::PointTransformer(e) => e,
             ArchEncoder::Sensor(e) => e,
+            ArchEncoder::Pretrained(e) => e.inner.as_ref(),
         }
     }
 }

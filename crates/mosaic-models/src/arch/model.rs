@@ -70,7 +70,10 @@ impl MultimodalModel {
 
     /// Builds on an existing store (e.g. one with a LoRA spec set).
     pub fn with_params(config: &ArchConfig, params: ParamStore) -> Result<Self> {
+        let mut config = config.clone();
+        config.resolve_pretrained()?;
         config.validate()?;
+        let config = &config;
         let mut encoders = BTreeMap::new();
         for (m, e) in &config.encoders {
             encoders.insert(*m, ArchEncoder::build(&params, *m, e)?);

@@ -18,6 +18,7 @@ pub mod llava;
 pub mod resnet;
 pub mod sentence;
 pub mod siglip;
+pub mod tower;
 pub mod vit;
 pub mod whisper;
 
@@ -30,6 +31,7 @@ pub use llava::{LlavaConfig, LlavaModel};
 pub use resnet::{ResNetConfig, ResNetModel, ResNetOutput};
 pub use sentence::{Pooling, SentenceEncoder};
 pub use siglip::{SiglipConfig, SiglipModel};
+pub use tower::{SUPPORTED_TOWERS, TowerInfo, load_tower, resolve_tower, tower_info};
 pub use vit::{VitConfig, VitModel};
 pub use whisper::WhisperModel;
 

@@ -9,6 +9,7 @@ use serde_json::Value;
 
 use super::bert::{BertModel, l2_normalize, mean_pool};
 use crate::error::{Error, Result};
+use crate::nn::{CheckpointMode, ParamStore};
 
 /// How token vectors become one sentence vector (`1_Pooling/config.json`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,7 +46,13 @@ impl SentenceEncoder {
     /// Loads a sentence-transformers folder (or a plain Hugging Face BERT
     /// folder, which gets mean pooling and no normalisation).
     pub fn from_pretrained(dir: &Path) -> Result<Self> {
-        let model = BertModel::from_pretrained(dir)?;
+        Self::load(dir, &super::inference_store(), CheckpointMode::Frozen)
+    }
+
+    /// Loads the folder's BERT into `store` (at its prefix, in its dtype and
+    /// device), trainable or frozen, with its tokenizer and pooling.
+    pub fn load(dir: &Path, store: &ParamStore, mode: CheckpointMode) -> Result<Self> {
+        let model = BertModel::load(dir, store, mode)?;
         // sentence-transformers truncates at `max_seq_length` and pads to
         // the longest sequence of the batch, whatever tokenizer.json says.
         let max_len = match dir.join("sentence_bert_config.json") {

@@ -1,0 +1,258 @@
+//! Pretrained checkpoints as parts of a config-built `MultimodalModel`:
+//! `kind = "pretrained"` encoders load the real all-MiniLM-L6-v2 and a
+//! transformers-written ViT into the model's store; the model's text
+//! features equal the sentence-transformers encoder's; gradients reach the
+//! tower (or not, frozen); LoRA targets it by name; save → load is exact;
+//! bad references are named.
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+use mosaic_core::{Batch, Modality, ModalityBatch};
+use mosaic_models::arch::{ArchConfig, MultimodalModel};
+use mosaic_models::nn::{LoraSpec, ParamStore};
+use mosaic_models::pretrained::SentenceEncoder;
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+fn minilm() -> PathBuf {
+    let store = mosaic_core::assets::AssetStore::from_env().unwrap();
+    assert!(
+        store.is_fetched("minilm-l6-v2"),
+        "fetch minilm-l6-v2 (scripts/test.sh does)"
+    );
+    store.path("minilm-l6-v2").unwrap()
+}
+
+/// A CLIP-style dual encoder whose towers are both checkpoints.
+fn config(text_extra: &str) -> ArchConfig {
+    let text = minilm();
+    let vit = fixtures().join("vision/vit_tiny");
+    let toml = format!(
+        r#"
+name = "pretrained-towers"
+seed = 0
+dim = 32
+
+[encoders.text]
+kind = "pretrained"
+pretrained = "{}"
+{text_extra}
+
+[encoders.image]
+kind = "pretrained"
+checkpoint = "{}"
+tower = "vision"
+
+[fusion]
+kind = "late"
+
+[heads.clip]
+kind = "contrastive"
+modalities = ["image", "text"]
+dim = 16
+init_temperature = 0.07
+"#,
+        text.display(),
+        vit.display()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("arch.toml");
+    std::fs::write(&f, toml).unwrap();
+    ArchConfig::from_file(&f).unwrap()
+}
+
+fn batch(enc: &SentenceEncoder) -> Batch {
+    let texts = ["a photo of a cat", "two dogs play in the snow"];
+    let tb = enc.tokenizer().encode_batch(&texts).unwrap();
+    let px: Vec<f32> = (0..2 * 3 * 32 * 32)
+        .map(|i| ((i as f32) * 0.01).sin())
+        .collect();
+    let px = Tensor::from_vec(px, (2, 3, 32, 32), &Device::Cpu).unwrap();
+    let mut b = Batch::new(vec!["a".into(), "b".into()]);
+    b.insert(
+        Modality::Text,
+        ModalityBatch::new(tb.ids, Some(tb.attention_mask), vec![true; 2]).unwrap(),
+    )
+    .unwrap();
+    b.insert(
+        Modality::Image,
+        ModalityBatch::new(px, None, vec![true; 2]).unwrap(),
+    )
+    .unwrap();
+    b
+}
+
+fn max_abs(a: &Tensor, b: &Tensor) -> f32 {
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+}
+
+#[test]
+fn a_pretrained_tower_trains_inside_a_multimodal_model() {
+    let cfg = config("");
+    let model = MultimodalModel::from_config(&cfg, DType::F32, &Device::Cpu).unwrap();
+    let reference = SentenceEncoder::from_pretrained(&minilm()).unwrap();
+    let b = batch(&reference);
+    let out = model.forward(&b).unwrap();
+
+    // The tower is the checkpoint, unchanged: same sentence embedding.
+    let text = &b.modalities[&Modality::Text];
+    let (_, want) = reference
+        .embed_tokens(&text.values, None, text.mask.as_ref().unwrap())
+        .unwrap();
+    let d = max_abs(&out.features[&Modality::Text].pooled, &want);
+    assert!(d < 1e-6, "tower vs sentence-transformers encoder: {d}");
+    assert_eq!(out.features[&Modality::Text].pooled.dims(), &[2, 384]);
+
+    // Trainable: the checkpoint's tensors are Vars under the model's names,
+    // and a contrastive loss's gradient reaches them.
+    let vars = model.params().vars();
+    let q = "encoders.text.encoder.layer.0.attention.self.query.weight";
+    let patch = "encoders.image.embeddings.patch_embeddings.projection.weight";
+    assert!(vars.contains_key(q), "no {q} among {} vars", vars.len());
+    assert!(vars.contains_key(patch));
+    let logits = &out.heads["clip"];
+    let loss = logits.log_sum_exp(1).unwrap().sum_all().unwrap();
+    let grads = loss.backward().unwrap();
+    for name in [q, patch] {
+        let g = grads.get(vars[name].as_tensor()).expect(name);
+        let n = g
+            .abs()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(n > 0.0, "{name}: zero gradient");
+    }
+}
+
+#[test]
+fn frozen_and_lora_towers_train_only_what_they_should() {
+    let frozen =
+        MultimodalModel::from_config(&config("freeze = true"), DType::F32, &Device::Cpu).unwrap();
+    let vars = frozen.params().vars();
+    assert!(
+        !vars.keys().any(|k| k.starts_with("encoders.text.")),
+        "a frozen tower has no trainable parameters"
+    );
+    assert!(vars.keys().any(|k| k.starts_with("encoders.image.")));
+    assert!(vars.keys().any(|k| k.starts_with("heads.clip.")));
+
+    let cfg = config("freeze = true");
+    let store = ParamStore::new(cfg.seed, DType::F32, &Device::Cpu);
+    store.set_lora(Some(LoraSpec {
+        rank: 4,
+        alpha: 8.0,
+        targets: vec!["encoders.text.*.attention.self.query".into()],
+    }));
+    let lora = MultimodalModel::with_params(&cfg, store).unwrap();
+    let text_vars: Vec<String> = lora
+        .params()
+        .vars()
+        .into_keys()
+        .filter(|k| k.starts_with("encoders.text."))
+        .collect();
+    assert_eq!(text_vars.len(), 6 * 2, "{text_vars:?}");
+    assert!(text_vars.iter().all(|k| k.contains(".query.lora_")));
+    // B = 0 at the start: the adapted tower is still the checkpoint.
+    let reference = SentenceEncoder::from_pretrained(&minilm()).unwrap();
+    let b = batch(&reference);
+    let d = max_abs(
+        &lora.forward(&b).unwrap().features[&Modality::Text].pooled,
+        &frozen.forward(&b).unwrap().features[&Modality::Text].pooled,
+    );
+    assert_eq!(d, 0.0);
+}
+
+#[test]
+fn a_model_with_pretrained_towers_saves_and_loads_exactly() {
+    let cfg = config("");
+    let model = MultimodalModel::from_config(&cfg, DType::F32, &Device::Cpu).unwrap();
+    // A step away from the checkpoint, so the saved tower differs from it.
+    let (name, v) = model
+        .params()
+        .vars()
+        .into_iter()
+        .find(|(k, _)| k.ends_with("encoder.layer.0.attention.self.value.bias"))
+        .unwrap();
+    v.set(&(v.as_tensor() + 0.05).unwrap()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    model.save(dir.path()).unwrap();
+    let saved: ArchConfig = ArchConfig::from_file(&dir.path().join("config.json")).unwrap();
+    match &saved.encoders[&Modality::Text] {
+        mosaic_models::arch::EncoderConfig::Pretrained { dim, .. } => assert_eq!(*dim, 384),
+        other => panic!("saved as {other:?}"),
+    }
+    let back = MultimodalModel::load(dir.path(), DType::F32, &Device::Cpu).unwrap();
+    let reference = SentenceEncoder::from_pretrained(&minilm()).unwrap();
+    let b = batch(&reference);
+    let (a, c) = (model.forward(&b).unwrap(), back.forward(&b).unwrap());
+    assert_eq!(
+        max_abs(&a.heads["clip"], &c.heads["clip"]),
+        0.0,
+        "{name} not restored"
+    );
+}
+
+fn build_err(toml_encoders: &str) -> String {
+    let toml = format!(
+        "name = \"bad\"\nseed = 0\ndim = 8\n{toml_encoders}\n[fusion]\nkind = \"late\"\n[heads.cls]\nkind = \"classifier\"\nclasses = 2\n"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("arch.toml");
+    std::fs::write(&f, toml).unwrap();
+    let cfg = match ArchConfig::from_file(&f) {
+        Ok(c) => c,
+        Err(e) => return e.to_string(),
+    };
+    MultimodalModel::from_config(&cfg, DType::F32, &Device::Cpu)
+        .unwrap_err()
+        .to_string()
+}
+
+#[test]
+fn bad_pretrained_references_are_named() {
+    let e = build_err("[encoders.text]\nkind = \"pretrained\"\npretrained = \"no-such-model\"\n");
+    assert!(e.contains("no-such-model"), "{e}");
+
+    let clip = fixtures().join("vision/clip_tiny");
+    let e = build_err(&format!(
+        "[encoders.image]\nkind = \"pretrained\"\npretrained = \"{}\"\n",
+        clip.display()
+    ));
+    assert!(
+        e.contains("`clip` gives no image tower") && e.contains("supported towers"),
+        "{e}"
+    );
+
+    let vit = fixtures().join("vision/vit_tiny");
+    let e = build_err(&format!(
+        "[encoders.image]\nkind = \"pretrained\"\npretrained = \"{}\"\ntower = \"text\"\n",
+        vit.display()
+    ));
+    assert!(e.contains("encoders.image.tower"), "{e}");
+
+    let e = build_err(&format!(
+        "[encoders.text]\nkind = \"pretrained\"\npretrained = \"{}\"\n",
+        vit.display()
+    ));
+    assert!(e.contains("`vit` gives no text tower"), "{e}");
+
+    let e = build_err(&format!(
+        "[encoders.image]\nkind = \"pretrained\"\npretrained = \"{}\"\ndim = 99\n",
+        vit.display()
+    ));
+    assert!(e.contains("encoders.image.dim") && e.contains("99"), "{e}");
+}
