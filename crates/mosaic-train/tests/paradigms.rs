@@ -80,6 +80,9 @@ fn sample_value(m: Modality, e: &EncoderConfig, i: u64) -> ModalityValue {
         EncoderConfig::TextTransformer { .. } | EncoderConfig::BagOfWords { .. } => {
             return ModalityValue::Text(format!("a photo of a {}", LABELS[i as usize]));
         }
+        EncoderConfig::Pretrained { .. } => {
+            panic!("{m}: the paradigm configs build every encoder from the config")
+        }
     };
     let _ = m;
     ModalityValue::Tensor(t)
