@@ -256,3 +256,48 @@ fn bad_pretrained_references_are_named() {
     ));
     assert!(e.contains("encoders.image.dim") && e.contains("99"), "{e}");
 }
+
+#[test]
+fn pretrained_widths_are_checked_once_read_from_the_checkpoint() {
+    // Single-stream fusion needs every encoder at the model width; the
+    // towers' widths (MiniLM 384, the tiny ViT 32) are only known from
+    // their checkpoints, so the file parses and the build names the misfit.
+    let toml = format!(
+        "name = \"stream\"\nseed = 0\ndim = 384\n\
+         [encoders.text]\nkind = \"pretrained\"\npretrained = \"{}\"\n\
+         [encoders.image]\nkind = \"pretrained\"\npretrained = \"vit_tiny\"\n\
+         [fusion]\nkind = \"single_stream\"\nlayers = 1\nheads = 4\n\
+         [heads.cls]\nkind = \"classifier\"\nclasses = 2\n",
+        minilm().display()
+    );
+    // `vit_tiny` is relative to the config file's folder.
+    let dir = tempfile::tempdir().unwrap();
+    let f2 = dir.path().join("arch.toml");
+    std::fs::write(&f2, &toml).unwrap();
+    // Relative to a folder without it: resolution fails, naming it.
+    let cfg = ArchConfig::from_file(&f2).unwrap();
+    let e = MultimodalModel::from_config(&cfg, DType::F32, &Device::Cpu)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("vit_tiny"), "{e}");
+    // Next to the fixture folder it resolves; the widths then disagree.
+    let copy = tempfile::tempdir().unwrap();
+    std::fs::create_dir(copy.path().join("vit_tiny")).unwrap();
+    for name in ["config.json", "model.safetensors"] {
+        std::fs::copy(
+            fixtures().join("vision/vit_tiny").join(name),
+            copy.path().join("vit_tiny").join(name),
+        )
+        .unwrap();
+    }
+    let f3 = copy.path().join("arch.toml");
+    std::fs::write(&f3, &toml).unwrap();
+    let cfg = ArchConfig::from_file(&f3).unwrap();
+    let e = MultimodalModel::from_config(&cfg, DType::F32, &Device::Cpu)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("encoders.image.dim") && e.contains("32 differs from the model dim 384"),
+        "{e}"
+    );
+}

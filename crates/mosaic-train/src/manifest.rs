@@ -244,6 +244,21 @@ pub fn pipeline_for(
                 match m {
                     Modality::Text => {
                         text_len = Some(max_len.or(info.max_len).unwrap_or(512));
+                        // Token ids are the tower's vocabulary: another
+                        // tokenizer would train on garbage without an error.
+                        if let Some(t) = data.tokenizer.as_deref() {
+                            let same = t == pretrained.as_str()
+                                || Path::new(t) == dir
+                                || Path::new(t) == dir.join("tokenizer.json");
+                            if !same {
+                                return Err(cfg_err(
+                                    "data.tokenizer",
+                                    format!(
+                                        "`{t}`, but the pretrained text tower `{pretrained}` reads its own tokenizer: leave the key out"
+                                    ),
+                                ));
+                            }
+                        }
                         tower_tokenizer.get_or_insert(dir.display().to_string());
                     }
                     Modality::Image => {
@@ -275,8 +290,7 @@ pub fn pipeline_for(
         text_len = Some(text_len.map_or(*max_len, |t: usize| t.min(*max_len)));
     }
     if let Some(n) = text_len {
-        // A pretrained text tower brings its tokenizer; one named in the
-        // data config wins.
+        // A pretrained text tower brings its tokenizer.
         let reference = data.tokenizer.as_deref().or(tower_tokenizer.as_deref()).ok_or_else(|| {
             cfg_err(
                 "data.tokenizer",

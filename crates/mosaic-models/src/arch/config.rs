@@ -696,7 +696,18 @@ impl ArchConfig {
     /// Reads a `.toml` or `.json` file (by extension) and validates it.
     pub fn from_file(path: &Path) -> Result<Self> {
         // Key-path errors (`encoders.image.kind: unknown variant ...`).
-        let cfg: ArchConfig = mosaic_core::config::load_config(path)?;
+        let mut cfg: ArchConfig = mosaic_core::config::load_config(path)?;
+        // A relative checkpoint folder is the config file's neighbour.
+        if let Some(base) = path.parent() {
+            for e in cfg.encoders.values_mut() {
+                if let EncoderConfig::Pretrained { pretrained, .. } = e {
+                    let rel = Path::new(pretrained.as_str());
+                    if rel.is_relative() && base.join(rel).exists() {
+                        *pretrained = base.join(rel).display().to_string();
+                    }
+                }
+            }
+        }
         cfg.validate().map_err(|e| match e {
             Error::Config { message, .. } => Error::Config {
                 source_name: path.display().to_string(),
@@ -904,9 +915,13 @@ impl ArchConfig {
             }
         };
         // Fusions that mix tokens need one width across encoders.
+        // A pretrained tower's width is read from its checkpoint
+        // (`resolve_pretrained`, run before a model is built); unresolved, it
+        // is checked then.
+        let unresolved = |e: &EncoderConfig| matches!(e, EncoderConfig::Pretrained { dim: 0, .. });
         let same_width = |what: &str| -> Result<()> {
             for (m, e) in &self.encoders {
-                if e.dim() != self.dim {
+                if e.dim() != self.dim && !unresolved(e) {
                     return Err(cfg_err(
                         &format!("encoders.{m}.dim"),
                         format!(
@@ -953,7 +968,7 @@ impl ArchConfig {
                     ));
                 }
                 let q = &self.encoders[query];
-                if q.dim() != self.dim {
+                if q.dim() != self.dim && !unresolved(q) {
                     return Err(cfg_err(
                         &format!("encoders.{query}.dim"),
                         format!(

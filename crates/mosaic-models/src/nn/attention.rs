@@ -222,8 +222,12 @@ impl PreNormLayer {
 /// `[B, 1, 1, T]` additive key-padding bias from a `[B, T]` 0/1 mask.
 pub fn padding_bias(mask: &Tensor, dtype: DType) -> Result<Tensor> {
     let (b, t) = mask.dims2()?;
-    let m = mask.to_dtype(dtype)?;
-    Ok(((m.ones_like()? - m)? * f32::MIN as f64)?.reshape((b, 1, 1, t))?)
+    // In f32, then cast: 0 · f32::MIN is -0 there, 0 · -inf (what f32::MIN
+    // rounds to in half precision) would be NaN.
+    let m = mask.to_dtype(DType::F32)?;
+    Ok(((m.ones_like()? - m)? * f32::MIN as f64)?
+        .reshape((b, 1, 1, t))?
+        .to_dtype(dtype)?)
 }
 
 /// `[1, 1, T, T]` causal bias (0 on and below the diagonal).

@@ -86,10 +86,9 @@ impl StackedLinear {
     /// Stacks `parts` (same input size; a part without a bias counts as
     /// zero bias).
     pub fn new(parts: Vec<Linear>) -> Result<Self> {
+        // `track_op`, not `is_variable`: a view of a Var is trainable too.
         let live = parts.iter().any(|l| {
-            l.lora.is_some()
-                || l.weight.is_variable()
-                || l.bias.as_ref().is_some_and(|b| b.is_variable())
+            l.lora.is_some() || l.weight.track_op() || l.bias.as_ref().is_some_and(|b| b.track_op())
         });
         let mut s = StackedLinear { parts, fused: None };
         if !live {
@@ -249,7 +248,7 @@ impl ConvBatchNorm {
             eps,
             folded: None,
         };
-        if !(cb.conv.is_variable() || cb.gamma.is_variable() || cb.beta.is_variable()) {
+        if !(cb.conv.track_op() || cb.gamma.track_op() || cb.beta.track_op()) {
             cb.folded = Some(cb.fold()?);
         }
         Ok(cb)

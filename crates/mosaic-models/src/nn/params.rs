@@ -497,12 +497,15 @@ impl ParamStore {
                 name: name.clone(),
                 message: format!("missing (expected shape {:?})", t.dims()),
             })?;
+            // Compared in the store's dtype: a model saved in f32 reloads
+            // in bf16 with its checkpoint read in bf16 too.
             let same = l.dims() == t.dims()
-                && (l.to_dtype(DType::F64)? - t.to_dtype(DType::F64)?.to_device(l.device())?)?
-                    .abs()?
-                    .flatten_all()?
-                    .max(0)?
-                    .to_scalar::<f64>()?
+                && (l.to_dtype(t.dtype())?.to_dtype(DType::F64)?
+                    - t.to_dtype(DType::F64)?.to_device(l.device())?)?
+                .abs()?
+                .flatten_all()?
+                .max(0)?
+                .to_scalar::<f64>()?
                     == 0.0;
             if !same {
                 return Err(Error::Weight {

@@ -273,8 +273,14 @@ impl BertModel {
         // Additive key mask: 0 for real keys, the most negative f32 for padding.
         let bias = match attention_mask {
             Some(m) => {
-                let m = m.to_dtype(self.word.dtype())?;
-                Some(((m.ones_like()? - m)? * f32::MIN as f64)?.reshape((b, 1, 1, t))?)
+                // Built in f32 (f32::MIN is -inf in half precision, and
+                // 0 · -inf would be NaN), then cast.
+                let m = m.to_dtype(DType::F32)?;
+                Some(
+                    ((m.ones_like()? - m)? * f32::MIN as f64)?
+                        .reshape((b, 1, 1, t))?
+                        .to_dtype(self.word.dtype())?,
+                )
             }
             None => None,
         };

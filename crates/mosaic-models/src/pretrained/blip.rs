@@ -486,17 +486,16 @@ impl BlipModel {
             let text = BlipText::load(w, "text_decoder.bert", tc)?;
             let c = "text_decoder.cls.predictions";
             let bias = w.get(&format!("{c}.bias"), &[tc.vocab_size], Init::Zeros)?;
-            // Tied to the word embeddings; save_pretrained omits the copies.
-            let decoder = if w.contains(&format!("{c}.decoder.weight")) {
-                w.get(&format!("{c}.decoder.bias"), &[tc.vocab_size], Init::Zeros)?;
-                w.get(
-                    &format!("{c}.decoder.weight"),
-                    &[tc.vocab_size, h],
-                    Init::Normal(0.02),
-                )?
-            } else {
-                text.word.clone()
-            };
+            // Tied to the word embeddings (and `bias`); save_pretrained
+            // usually omits the copies. When present they are read as used
+            // but not made parameters: one tensor, so fine-tuning keeps
+            // them tied.
+            for copy in ["decoder.weight", "decoder.bias"] {
+                if w.contains(&format!("{c}.{copy}")) {
+                    w.get_unchecked(&format!("{c}.{copy}"))?;
+                }
+            }
+            let decoder = text.word.clone();
             let lm = LmHead {
                 dense: Linear::load(w, &format!("{c}.transform.dense"), h, h)?,
                 norm: LayerNorm::load(

@@ -200,7 +200,7 @@ impl LlamaModel {
         let act = Activation::from_name(&config.hidden_act, &w.source())?;
         let rms = |p: String| -> Result<RmsNorm> {
             Ok(RmsNorm {
-                weight: w.get(&format!("{p}.weight"), &[h], Init::Normal(0.02))?,
+                weight: w.get(&format!("{p}.weight"), &[h], Init::Ones)?,
                 eps: config.rms_norm_eps,
             })
         };

@@ -3,7 +3,9 @@
 //! one place maps a `config.json` `model_type` (or an EfficientNet `.pth`)
 //! and the modality wanted to the family's loader. Towers load into the
 //! model's [`ParamStore`] under its prefix, trainable or frozen, so the
-//! model's optimiser, LoRA spec, save and load see them like any part.
+//! model's optimiser, LoRA spec, save and load see them like any part (a
+//! LoRA merge into a frozen tower is a new checkpoint of it, see
+//! `mosaic_train::strategy::lora::merge_lora_params`).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

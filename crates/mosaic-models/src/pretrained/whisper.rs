@@ -739,7 +739,8 @@ impl WhisperModel {
                    p: &str,
                    put: &mut dyn FnMut(String, &Tensor) -> Result<()>|
          -> Result<()> {
-            put(format!("{p}.weight"), &l.weight)?;
+            // LoRA adapters folded in, as for the stacked projections.
+            put(format!("{p}.weight"), &l.merged_weight()?)?;
             if let Some(b) = &l.bias {
                 put(format!("{p}.bias"), b)?;
             }

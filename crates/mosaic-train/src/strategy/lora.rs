@@ -71,7 +71,10 @@ pub fn trainable_lora_vars(store: &ParamStore) -> Result<BTreeMap<String, Var>> 
 /// Every parameter of `store` with the adapters folded in: each adapted
 /// layer's `weight` becomes `W + scale · B A`, and no `lora_a` / `lora_b`
 /// tensor is left. The result loads into the same model built without
-/// LoRA (e.g. with [`ParamStore::load`] after saving it).
+/// LoRA (e.g. with [`ParamStore::load`] after saving it) when the adapted
+/// layers were trainable; where they were frozen checkpoint tensors (LoRA
+/// on a locked tower), the merged weights are a new checkpoint of that
+/// tower: attach it as one (`ParamStore::attach_checkpoint`).
 pub fn merge_lora_params(store: &ParamStore) -> Result<BTreeMap<String, Tensor>> {
     let tensors = store.tensors();
     let scale = match store.lora() {
@@ -141,7 +144,33 @@ pub fn load_base_weights(store: &ParamStore, path: &Path) -> Result<()> {
             });
         }
     }
-    if let Some(extra) = loaded.keys().find(|k| !vars.contains_key(*k)) {
+    // Frozen checkpoint tensors (a LoRA-adapted frozen tower) cannot be
+    // set: the file must hold them unchanged.
+    let frozen = store.frozen();
+    for (k, f) in &frozen {
+        let t = loaded.get(k).ok_or_else(|| Error::InvalidInput {
+            what: format!("{src}: `{k}`"),
+            message: format!("missing (expected shape {:?})", f.dims()),
+        })?;
+        let same = t.dims() == f.dims()
+            && (t.to_dtype(f.dtype())?.to_dtype(candle_core::DType::F64)?
+                - f.to_dtype(candle_core::DType::F64)?)?
+            .abs()?
+            .flatten_all()?
+            .max(0)?
+            .to_scalar::<f64>()?
+                == 0.0;
+        if !same {
+            return Err(Error::InvalidInput {
+                what: format!("{src}: `{k}`"),
+                message: "differs from the frozen checkpoint tensor (a merged export of a frozen, adapted tower is a new checkpoint: build the model from it)".into(),
+            });
+        }
+    }
+    if let Some(extra) = loaded
+        .keys()
+        .find(|k| !vars.contains_key(*k) && !frozen.contains_key(*k))
+    {
         return Err(Error::InvalidInput {
             what: format!("{src}: `{extra}`"),
             message: "unexpected tensor: the model has no such parameter".into(),
