@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 use crate::nn::Linear;
 use crate::nn::attention::scaled_dot_product;
 use crate::nn::params::{Init, ParamStore};
-use crate::nn::{Activation, LayerNorm};
+use crate::nn::{Activation, LayerNorm, RmsNorm};
 
 /// A LayerNorm with trainable scale and shift.
 pub fn layer_norm(p: &ParamStore, name: &str, dim: usize, eps: f64) -> Result<LayerNorm> {
@@ -20,25 +20,6 @@ pub fn layer_norm(p: &ParamStore, name: &str, dim: usize, eps: f64) -> Result<La
         bias: s.get("bias", &[dim], Init::Zeros)?,
         eps,
     })
-}
-
-/// Root-mean-square normalisation over the last dimension (Llama), from
-/// primitive ops so gradients reach the input.
-#[derive(Debug, Clone)]
-pub struct RmsNorm {
-    /// Scale.
-    pub weight: Tensor,
-    /// Added to the mean square.
-    pub eps: f64,
-}
-
-impl RmsNorm {
-    /// `x · rsqrt(mean(x²) + eps) · weight`.
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let ms = x.sqr()?.mean_keepdim(D::Minus1)?;
-        Ok(x.broadcast_div(&(ms + self.eps)?.sqrt()?)?
-            .broadcast_mul(&self.weight)?)
-    }
 }
 
 /// A LayerNorm or an RMSNorm.
@@ -54,10 +35,7 @@ impl Norm {
     /// Builds `name.weight` (+ `name.bias` for a LayerNorm).
     pub fn new(p: &ParamStore, name: &str, dim: usize, eps: f64, rms: bool) -> Result<Self> {
         Ok(if rms {
-            Norm::Rms(RmsNorm {
-                weight: p.sub(name).get("weight", &[dim], Init::Ones)?,
-                eps,
-            })
+            Norm::Rms(RmsNorm::load(p, name, dim, eps)?)
         } else {
             Norm::Layer(layer_norm(p, name, dim, eps)?)
         })

@@ -13,11 +13,11 @@ pub mod params;
 
 pub use attention::{PreNormLayer, SelfAttention, causal_bias, padding_bias, patchify};
 pub use blocks::{
-    AttentionPool, BlockSpec, Embedding, Mlp, MultiHeadAttention, Norm, PromptTokens, RmsNorm,
-    Rope, Transformer, TransformerBlock,
+    AttentionPool, BlockSpec, Embedding, Mlp, MultiHeadAttention, Norm, PromptTokens, Rope,
+    Transformer, TransformerBlock,
 };
 pub use ops::{
-    Activation, ConvBatchNorm, LayerNorm, Linear, Lora, StackedLinear, conv1d, gelu_erf, gelu_tanh,
-    matmul_last_dim, softmax_last_dim,
+    Activation, ConvBatchNorm, LayerNorm, Linear, Lora, RmsNorm, StackedLinear, conv1d, gelu_erf,
+    gelu_tanh, matmul_last_dim, softmax_last_dim,
 };
 pub use params::{CheckpointMode, Init, LoraSpec, ParamStore};

@@ -69,6 +69,34 @@ impl Linear {
     }
 }
 
+/// Root-mean-square normalisation over the last dimension (Llama), from
+/// primitive ops so gradients reach the input.
+#[derive(Debug, Clone)]
+pub struct RmsNorm {
+    /// Scale.
+    pub weight: Tensor,
+    /// Added to the mean square.
+    pub eps: f64,
+}
+
+impl RmsNorm {
+    /// `{prefix}.weight` `[dim]` from the store (fresh: ones, as in
+    /// transformers).
+    pub fn load(p: &ParamStore, prefix: &str, dim: usize, eps: f64) -> Result<Self> {
+        Ok(RmsNorm {
+            weight: p.get(&format!("{prefix}.weight"), &[dim], Init::Ones)?,
+            eps,
+        })
+    }
+
+    /// `x · rsqrt(mean(x²) + eps) · weight`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let ms = x.sqr()?.mean_keepdim(D::Minus1)?;
+        Ok(x.broadcast_div(&(ms + self.eps)?.sqrt()?)?
+            .broadcast_mul(&self.weight)?)
+    }
+}
+
 /// Projections of one input stacked along the output (a fused QKV, or a
 /// cross-attention's keys and values) from separate checkpoint tensors.
 /// Frozen parts without adapters run as one matmul of weights concatenated

@@ -6,7 +6,7 @@ use candle_core::{D, DType, Device, Tensor};
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
-use crate::nn::{Activation, Linear, softmax_last_dim};
+use crate::nn::{Activation, Linear, RmsNorm, softmax_last_dim};
 use crate::nn::{Init, ParamStore};
 
 /// `rope_parameters` (transformers ≥ 5) / `rope_scaling`.
@@ -76,24 +76,6 @@ fn rms_eps() -> f64 {
 }
 fn silu() -> String {
     "silu".into()
-}
-
-/// Root-mean-square normalisation over the last dimension.
-#[derive(Debug, Clone)]
-pub struct RmsNorm {
-    /// Scale.
-    pub weight: Tensor,
-    /// Added to the mean square.
-    pub eps: f64,
-}
-
-impl RmsNorm {
-    /// `x · rsqrt(mean(x²) + eps) · weight`.
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let ms = x.sqr()?.mean_keepdim(D::Minus1)?;
-        Ok(x.broadcast_div(&(ms + self.eps)?.sqrt()?)?
-            .broadcast_mul(&self.weight)?)
-    }
 }
 
 #[derive(Debug, Clone)]
@@ -198,12 +180,7 @@ impl LlamaModel {
             .map(|i| 1.0 / theta.powf(2.0 * i as f64 / hd as f64))
             .collect();
         let act = Activation::from_name(&config.hidden_act, &w.source())?;
-        let rms = |p: String| -> Result<RmsNorm> {
-            Ok(RmsNorm {
-                weight: w.get(&format!("{p}.weight"), &[h], Init::Ones)?,
-                eps: config.rms_norm_eps,
-            })
-        };
+        let rms = |p: String| -> Result<RmsNorm> { RmsNorm::load(w, &p, h, config.rms_norm_eps) };
         let (ab, mb, inter) = (
             config.attention_bias,
             config.mlp_bias,
