@@ -254,15 +254,6 @@ fn embed_texts(
     Ok(Tensor::cat(&out, 0)?)
 }
 
-fn l2_rows(x: &Tensor) -> Result<Tensor> {
-    let n = x
-        .sqr()?
-        .sum_keepdim(D::Minus1)?
-        .sqrt()?
-        .clamp(1e-12, f64::MAX)?;
-    Ok(x.broadcast_div(&n)?)
-}
-
 /// The contrastive head joining image and text: `--head` or the only one.
 fn pick_head(cfg: &ArchConfig, want: Option<&str>) -> Result<String> {
     let joins = |h: &HeadConfig| {
@@ -300,16 +291,10 @@ fn pick_head(cfg: &ArchConfig, want: Option<&str>) -> Result<String> {
 
 /// Zero-shot top-1 accuracy of image embeddings against class embeddings.
 fn top1(image_emb: &Tensor, class_emb: &Tensor, labels: &[usize]) -> Result<f64> {
-    let pred: Vec<u32> = image_emb
-        .matmul(&class_emb.t()?)?
-        .argmax(D::Minus1)?
-        .to_vec1()?;
-    Ok(pred
-        .iter()
-        .zip(labels)
-        .filter(|(p, l)| **p as usize == **l)
-        .count() as f64
-        / labels.len().max(1) as f64)
+    let labels: Vec<u32> = labels.iter().map(|&l| l as u32).collect();
+    Ok(mosaic_models::zeroshot::top1_accuracy(
+        image_emb, class_emb, &labels, None,
+    )?)
 }
 
 /// `mosaic eval model ...`.
@@ -422,10 +407,7 @@ pub fn run(a: ModelEvalArgs, store: &dyn Fn() -> Result<AssetStore>) -> Result<(
         .flat_map(|c| templates.iter().map(move |t| t.replace("{}", c)))
         .collect();
     let te = embed_texts(&model, &head, &tok, &prompts, 256)?;
-    let class_emb = l2_rows(
-        &te.reshape((classes.len(), templates.len(), te.dim(1)?))?
-            .mean(1)?,
-    )?;
+    let class_emb = mosaic_models::zeroshot::ensemble_templates(&te, classes.len())?;
     let scale_name = format!("heads.{head}.logit_scale");
     let logit_scale = model
         .params()

@@ -167,13 +167,11 @@ impl ZeroShotClassifier {
                 .map(|t| t.as_ref().replacen("{}", label.as_ref(), 1))
                 .collect();
             let batch = self.tokenizer.encode_batch(&prompts)?;
-            let e = self.model.text_embeds(&batch.ids, &batch.attention_mask)?;
-            let mean = e.mean(0)?.unsqueeze(0)?;
-            rows.push(l2_normalize(&mean)?.squeeze(0)?);
+            rows.push(self.model.text_embeds(&batch.ids, &batch.attention_mask)?);
         }
         Ok(ClassEmbeddings {
             labels: labels.iter().map(|l| l.as_ref().to_string()).collect(),
-            embeddings: Tensor::stack(&rows, 0)?,
+            embeddings: ensemble_templates(&Tensor::cat(&rows, 0)?, labels.len())?,
         })
     }
 
@@ -232,4 +230,86 @@ fn check_labels<S: AsRef<str>>(labels: &[S]) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Class embeddings from prompt embeddings: `per_prompt` `[C·T, P]` holds
+/// `T` unit-norm template embeddings per class, class-major; a class's
+/// embedding is the re-normalised mean of its `T` (prompt ensembling, as
+/// CLIP's zero-shot evaluation does). The one implementation behind
+/// [`ZeroShotClassifier`], `mosaic eval model`, the quickstart and the
+/// examples.
+pub fn ensemble_templates(per_prompt: &Tensor, classes: usize) -> Result<Tensor> {
+    let (n, p) = per_prompt.dims2()?;
+    if classes == 0 || n % classes != 0 {
+        return Err(Error::InvalidInput {
+            what: "prompt embeddings".into(),
+            message: format!("{n} rows do not split into {classes} classes"),
+        });
+    }
+    l2_normalize(&per_prompt.reshape((classes, n / classes, p))?.mean(1)?)
+}
+
+/// The best class row per image: `argmax(image · classᵀ)`.
+pub fn predict(image_emb: &Tensor, class_emb: &Tensor) -> Result<Vec<u32>> {
+    Ok(image_emb
+        .matmul(&class_emb.t()?)?
+        .argmax(candle_core::D::Minus1)?
+        .to_vec1()?)
+}
+
+/// Top-1 accuracy of [`predict`] against `labels`; `class_ids[k]` is the
+/// label of class row `k` (row index itself when `None`).
+pub fn top1_accuracy(
+    image_emb: &Tensor,
+    class_emb: &Tensor,
+    labels: &[u32],
+    class_ids: Option<&[u32]>,
+) -> Result<f64> {
+    let pred = predict(image_emb, class_emb)?;
+    if pred.len() != labels.len() {
+        return Err(Error::InvalidInput {
+            what: "labels".into(),
+            message: format!("{} labels for {} images", labels.len(), pred.len()),
+        });
+    }
+    let hits = pred
+        .iter()
+        .zip(labels)
+        .filter(|(p, l)| class_ids.map_or(**p, |ids| ids[**p as usize]) == **l)
+        .count();
+    Ok(hits as f64 / labels.len().max(1) as f64)
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::Device;
+
+    use super::*;
+
+    #[test]
+    fn templates_ensemble_and_accuracy_map_rows_to_labels() {
+        // Two classes × two templates, class-major, unit rows.
+        let per_prompt = Tensor::new(
+            &[[1f32, 0.0], [0.6, 0.8], [0.0, 1.0], [0.0, -1.0]],
+            &Device::Cpu,
+        )
+        .unwrap();
+        let classes = ensemble_templates(&per_prompt, 2).unwrap();
+        let c: Vec<Vec<f32>> = classes.to_vec2().unwrap();
+        let n = (1.6f32 * 1.6 + 0.8 * 0.8).sqrt();
+        assert!((c[0][0] - 1.6 / n).abs() < 1e-6 && (c[0][1] - 0.8 / n).abs() < 1e-6);
+        // The second class's templates cancel: its mean is zero, kept finite.
+        assert!(c[1].iter().all(|v| v.is_finite()));
+        assert!(ensemble_templates(&per_prompt, 3).is_err());
+
+        let class_emb = Tensor::new(&[[1f32, 0.0], [0.0, 1.0]], &Device::Cpu).unwrap();
+        let images = Tensor::new(&[[0.9f32, 0.1], [0.2, 0.7], [0.1, 0.3]], &Device::Cpu).unwrap();
+        assert_eq!(predict(&images, &class_emb).unwrap(), vec![0, 1, 1]);
+        let acc = top1_accuracy(&images, &class_emb, &[0, 1, 0], None).unwrap();
+        assert!((acc - 2.0 / 3.0).abs() < 1e-12);
+        // Rows stand for labels 7 and 3.
+        let acc = top1_accuracy(&images, &class_emb, &[7, 3, 3], Some(&[7, 3])).unwrap();
+        assert_eq!(acc, 1.0);
+        assert!(top1_accuracy(&images, &class_emb, &[0, 1], None).is_err());
+    }
 }

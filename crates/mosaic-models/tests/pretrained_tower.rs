@@ -41,8 +41,8 @@ kind = "pretrained"
 pretrained = "{}"
 {text_extra}
 
+# The short form: no `kind`.
 [encoders.image]
-kind = "pretrained"
 checkpoint = "{}"
 tower = "vision"
 

@@ -26,7 +26,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use candle_core::{D, DType, Device, Tensor, Var};
+use candle_core::{DType, Device, Tensor, Var};
 use mosaic_core::assets::AssetStore;
 use mosaic_core::{Batch, Modality, ModalityBatch};
 use mosaic_models::arch::encoders::ArchEncoder;
@@ -180,8 +180,7 @@ fn accuracy(
         prompts,
     )?
     .detach();
-    let te = te.reshape((classes.len(), t, te.dim(1)?))?.mean(1)?;
-    let te = te.broadcast_div(&te.sqr()?.sum_keepdim(1)?.sqrt()?)?;
+    let te = mosaic_models::zeroshot::ensemble_templates(&te, classes.len())?;
     let keep: Vec<u32> = (0..data.test.labels.len() as u32)
         .filter(|&i| classes.contains(&data.test.labels[i as usize]))
         .collect();
@@ -195,7 +194,7 @@ fn accuracy(
                 Modality::Image,
             )?
             .detach();
-        let pred: Vec<u32> = ie.matmul(&te.t()?)?.argmax(D::Minus1)?.to_vec1()?;
+        let pred = mosaic_models::zeroshot::predict(&ie, &te)?;
         hits += pred
             .iter()
             .zip(chunk)

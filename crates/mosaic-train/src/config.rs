@@ -73,6 +73,25 @@ pub struct ModelSection {
     /// Parameter-name patterns (module prefixes or `*` globs) to freeze.
     #[serde(default)]
     pub freeze: Vec<String>,
+    /// LoRA adapters on the linear layers whose full names match
+    /// `targets` (e.g. `encoders.text.*.attention.self.query`). Adapters
+    /// always train; pair them with a frozen pretrained tower (`freeze =
+    /// true` in its encoder config) to train only them there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lora: Option<LoraSection>,
+}
+
+/// `[model.lora]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoraSection {
+    /// Rank r of each adapter.
+    pub rank: usize,
+    /// Scale numerator: the update is `alpha / r · B A x` (default 2r).
+    #[serde(default)]
+    pub alpha: Option<f64>,
+    /// Name patterns (`*` wildcard) of the linear layers to adapt.
+    pub targets: Vec<String>,
 }
 
 /// `[data]`.
@@ -370,14 +389,33 @@ pub fn run(
     progress: bool,
 ) -> Result<TrainSummary> {
     let arch = ArchConfig::from_file(&cfg.model.arch)?;
-    let model = MultimodalModel::from_config(&arch, DType::F32, &Device::Cpu)?;
-    let vars =
-        crate::strategy::freeze(&model.params().vars(), &cfg.model.freeze).map_err(
-            |e| match e {
-                Error::Config { message, .. } => cfg_err("model.freeze", message),
-                other => other,
-            },
-        )?;
+    let params = mosaic_models::nn::ParamStore::new(arch.seed, DType::F32, &Device::Cpu);
+    let lora_err = |e: Error| match e {
+        Error::Config { message, .. } => cfg_err("model.lora", message),
+        other => other,
+    };
+    if let Some(l) = &cfg.model.lora {
+        let spec = mosaic_models::nn::LoraSpec {
+            rank: l.rank,
+            alpha: l.alpha.unwrap_or(2.0 * l.rank as f64),
+            targets: l.targets.clone(),
+        };
+        crate::strategy::set_lora(&params, spec).map_err(lora_err)?;
+    }
+    let model = MultimodalModel::with_params(&arch, params)?;
+    // Every LoRA target must have adapted a layer (named otherwise).
+    let adapters = match &cfg.model.lora {
+        Some(_) => crate::strategy::trainable_lora_vars(model.params()).map_err(lora_err)?,
+        None => Default::default(),
+    };
+    let mut vars = crate::strategy::freeze(&model.params().vars(), &cfg.model.freeze).map_err(
+        |e| match e {
+            Error::Config { message, .. } => cfg_err("model.freeze", message),
+            other => other,
+        },
+    )?;
+    // Adapters train even under a frozen prefix.
+    vars.extend(adapters);
     let groups = ParamGroupBuilder::new(cfg.optimizer.weight_decay).build(&vars)?;
     let kind: OptimizerKind = cfg.optimizer.kind.parse()?;
     let optimizer = build_optimizer(kind, groups, cfg.optimizer.lr)?;

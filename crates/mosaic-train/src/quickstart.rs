@@ -371,9 +371,7 @@ fn class_embeddings(
         modality(captions.0.clone(), Some(captions.1.clone()))?,
     );
     let e = model.embed(&batch, head, Modality::Text)?.detach();
-    let t = TEMPLATES.len();
-    let e = e.reshape((classes, t, e.dim(1)?))?.mean(1)?;
-    l2_normalize(&e).map_err(Into::into)
+    Ok(mosaic_models::zeroshot::ensemble_templates(&e, classes)?)
 }
 
 /// Top-1 accuracy of argmax(image · class) against labels; `class_ids[k]`
@@ -384,16 +382,12 @@ fn accuracy(
     labels: &[u32],
     class_ids: &[u32],
 ) -> Result<f64> {
-    let pred: Vec<u32> = image_emb
-        .matmul(&class_emb.t()?)?
-        .argmax(D::Minus1)?
-        .to_vec1()?;
-    let hits = pred
-        .iter()
-        .zip(labels)
-        .filter(|(p, l)| class_ids[**p as usize] == **l)
-        .count();
-    Ok(hits as f64 / labels.len().max(1) as f64)
+    Ok(mosaic_models::zeroshot::top1_accuracy(
+        image_emb,
+        class_emb,
+        labels,
+        Some(class_ids),
+    )?)
 }
 
 /// The quickstart's results.

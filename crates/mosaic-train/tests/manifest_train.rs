@@ -196,3 +196,147 @@ fn bad_manifest_keys_are_named() {
         .to_string();
     assert!(e.contains("cross") || e.contains("label"), "{e}");
 }
+
+/// A frozen all-MiniLM-L6-v2 text tower with LoRA on its queries and
+/// values, against a CNN image tower, contrastive on the shape captions.
+fn write_lora_config(dir: &Path) -> PathBuf {
+    let assets = AssetStore::from_env().unwrap();
+    assert!(
+        assets.is_fetched("minilm-l6-v2"),
+        "fetch minilm-l6-v2 (scripts/test.sh does)"
+    );
+    let minilm = assets.path("minilm-l6-v2").unwrap();
+    std::fs::write(
+        dir.join("arch.toml"),
+        format!(
+            r#"name = "shapes-minilm"
+seed = 0
+dim = 32
+{IMAGE_CNN}
+[encoders.text]
+kind = "pretrained"
+pretrained = "{}"
+freeze = true
+
+[fusion]
+kind = "late"
+
+[heads.clip]
+kind = "contrastive"
+modalities = ["image", "text"]
+dim = 32
+"#,
+            minilm.display()
+        ),
+    )
+    .unwrap();
+    let cfg = dir.join("train.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"[run]
+out_dir = "{out}"
+steps = 20
+batch_size = 12
+checkpoint_every = 10
+log_every = 10
+
+[model]
+arch = "arch.toml"
+
+[model.lora]
+rank = 4
+targets = ["encoders.text.*.attention.self.query", "encoders.text.*.attention.self.value"]
+
+[data]
+source = "manifest"
+train = "train.jsonl"
+
+[optimizer]
+kind = "adamw"
+lr = 0.003
+"#,
+            out = dir.join("run").display(),
+        ),
+    )
+    .unwrap();
+    cfg
+}
+
+#[test]
+fn lora_on_a_frozen_pretrained_tower_trains_only_its_adapters_and_resumes_exactly() {
+    let tmp = tempfile::tempdir().unwrap();
+    write_manifest(tmp.path(), "train", 36, 0);
+    let cfg_path = write_lora_config(tmp.path());
+    let cfg = TrainConfig::load(&cfg_path, &[]).unwrap();
+    let full = run(&cfg, &store(tmp.path()), false, false).unwrap();
+    let (first, last) = (full.losses[0], full.losses[full.losses.len() - 1]);
+    assert!(last < first, "loss {first:.3} → {last:.3}");
+
+    // The optimiser holds state for the adapters, the image tower and the
+    // head: no base weight of the tower trains.
+    let ckpt = full.final_checkpoint.clone();
+    let opt = candle_core::safetensors::load(
+        ckpt.join("optimizer.safetensors"),
+        &candle_core::Device::Cpu,
+    )
+    .unwrap();
+    let text_state: Vec<&String> = opt
+        .keys()
+        .filter(|k| k.contains("encoders.text."))
+        .collect();
+    assert!(!text_state.is_empty());
+    assert!(
+        text_state
+            .iter()
+            .all(|k| k.contains(".lora_a") || k.contains(".lora_b")),
+        "{text_state:?}"
+    );
+    // The saved tower still holds the checkpoint's weights; the adapters moved.
+    let saved =
+        candle_core::safetensors::load(ckpt.join("model.safetensors"), &candle_core::Device::Cpu)
+            .unwrap();
+    let minilm = AssetStore::from_env()
+        .unwrap()
+        .path("minilm-l6-v2")
+        .unwrap();
+    let original =
+        candle_core::safetensors::load(minilm.join("model.safetensors"), &candle_core::Device::Cpu)
+            .unwrap();
+    let q = "encoder.layer.0.attention.self.query.weight";
+    let orig_q = original
+        .get(q)
+        .or_else(|| original.get(&format!("bert.{q}")))
+        .unwrap();
+    let diff = (&saved[&format!("encoders.text.{q}")] - orig_q)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    assert_eq!(diff, 0.0);
+    let b = &saved["encoders.text.encoder.layer.0.attention.self.query.lora_b"];
+    let moved = b
+        .abs()
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    assert!(moved > 0.0, "lora_b never moved");
+
+    // Interrupted at step 10 and resumed: the same losses, exactly.
+    let tmp2 = tempfile::tempdir().unwrap();
+    write_manifest(tmp2.path(), "train", 36, 0);
+    let cfg2_path = write_lora_config(tmp2.path());
+    let half = TrainConfig::load(&cfg2_path, &["run.steps=10".into()]).unwrap();
+    let a = run(&half, &store(tmp2.path()), false, false).unwrap();
+    let rest = TrainConfig::load(&cfg2_path, &[]).unwrap();
+    let b = run(&rest, &store(tmp2.path()), true, false).unwrap();
+    assert_eq!(a.losses[..], full.losses[..10]);
+    // The resumed run's history: the first ten from the checkpoint, then
+    // its own ten.
+    assert_eq!(b.losses, full.losses);
+}

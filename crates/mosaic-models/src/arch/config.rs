@@ -692,11 +692,58 @@ fn cfg_err(key: &str, message: impl Into<String>) -> Error {
     }
 }
 
+/// `text` with `kind = "pretrained"` added to every encoder table that has
+/// `pretrained` or `checkpoint` and no `kind` (the short form
+/// `encoders.text = { pretrained = "minilm-l6-v2" }`); `None` when there is
+/// nothing to add or the text does not parse (the typed parse then reports
+/// the error at its place).
+fn with_pretrained_kind(text: &str, format: mosaic_core::config::ConfigFormat) -> Option<String> {
+    let short = |keys: &mut dyn Iterator<Item = &str>| {
+        let keys: Vec<&str> = keys.collect();
+        !keys.contains(&"kind") && (keys.contains(&"pretrained") || keys.contains(&"checkpoint"))
+    };
+    match format {
+        mosaic_core::config::ConfigFormat::Toml => {
+            let mut v: toml::Table = toml::from_str(text).ok()?;
+            let encoders = v.get_mut("encoders")?.as_table_mut()?;
+            let mut changed = false;
+            for (_, e) in encoders.iter_mut() {
+                if let Some(t) = e.as_table_mut()
+                    && short(&mut t.keys().map(String::as_str))
+                {
+                    t.insert("kind".into(), toml::Value::String("pretrained".into()));
+                    changed = true;
+                }
+            }
+            changed.then(|| toml::to_string(&v).ok()).flatten()
+        }
+        mosaic_core::config::ConfigFormat::Json => {
+            let mut v: serde_json::Value = serde_json::from_str(text).ok()?;
+            let encoders = v.get_mut("encoders")?.as_object_mut()?;
+            let mut changed = false;
+            for e in encoders.values_mut() {
+                if let Some(t) = e.as_object_mut()
+                    && short(&mut t.keys().map(String::as_str))
+                {
+                    t.insert("kind".into(), "pretrained".into());
+                    changed = true;
+                }
+            }
+            changed.then(|| serde_json::to_string(&v).ok()).flatten()
+        }
+    }
+}
+
 impl ArchConfig {
     /// Reads a `.toml` or `.json` file (by extension) and validates it.
+    /// An encoder given as `{ pretrained = "..." }` (or `checkpoint`)
+    /// without `kind` is a pretrained tower.
     pub fn from_file(path: &Path) -> Result<Self> {
         // Key-path errors (`encoders.image.kind: unknown variant ...`).
-        let mut cfg: ArchConfig = mosaic_core::config::load_config(path)?;
+        let format = mosaic_core::config::ConfigFormat::from_path(path)?;
+        let text = std::fs::read_to_string(path).map_err(|e| mosaic_core::Error::io(path, e))?;
+        let text = with_pretrained_kind(&text, format).unwrap_or(text);
+        let mut cfg: ArchConfig = mosaic_core::config::parse_config(&text, format, path)?;
         // A relative checkpoint folder is the config file's neighbour.
         if let Some(base) = path.parent() {
             for e in cfg.encoders.values_mut() {
