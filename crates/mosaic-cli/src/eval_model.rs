@@ -5,6 +5,7 @@
 //! image–text head, image↔caption retrieval when the manifest has captions,
 //! image robustness sweeps and a breakdown by a manifest field.
 
+use mosaic_models::arch::encoders::{CnnConfig, TextTransformerConfig, VitConfig};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
@@ -163,16 +164,16 @@ struct ImageSide {
 impl ImageSide {
     fn new(enc: &EncoderConfig, mean: f32, std: f32) -> Result<Self> {
         let (size, channels) = match enc {
-            EncoderConfig::Cnn {
+            EncoderConfig::Cnn(CnnConfig {
                 image_size,
                 channels,
                 ..
-            }
-            | EncoderConfig::Vit {
+            })
+            | EncoderConfig::Vit(VitConfig {
                 image_size,
                 channels,
                 ..
-            } => (*image_size, *channels),
+            }) => (*image_size, *channels),
             other => bail!(
                 "the image encoder is `{}`; `eval model` needs a cnn or vit image encoder",
                 other.kind()
@@ -310,7 +311,9 @@ pub fn run(a: ModelEvalArgs, store: &dyn Fn() -> Result<AssetStore>) -> Result<(
     let side = ImageSide::new(image_enc, a.image_mean, a.image_std)?;
     let max_len = match (a.max_text_len, cfg.encoders.get(&Modality::Text)) {
         (Some(n), _) => n,
-        (None, Some(EncoderConfig::TextTransformer { max_len, .. })) => *max_len,
+        (None, Some(EncoderConfig::TextTransformer(TextTransformerConfig { max_len, .. }))) => {
+            *max_len
+        }
         (None, _) => 77,
     };
     let tok = mosaic_train::manifest::load_tokenizer(

@@ -448,6 +448,119 @@ pub fn import_transcript_list(list: &Path, audio_root: &Path, out: &Path) -> Res
     })
 }
 
+/// How [`import_wordnet_supersenses`] samples WordNet.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SupersenseOptions {
+    /// Training synsets per class.
+    pub train_per_class: usize,
+    /// Held-out synsets per class.
+    pub eval_per_class: usize,
+    /// Seed of the per-class sampling.
+    pub seed: u64,
+}
+
+impl Default for SupersenseOptions {
+    fn default() -> Self {
+        SupersenseOptions {
+            train_per_class: 200,
+            eval_per_class: 40,
+            seed: 0,
+        }
+    }
+}
+
+/// Imports a supersense-classification data set of real English text from
+/// WordNet's `data.noun` (under `wordnet_dir`): each sample's text is a
+/// noun synset's first lemma and its definition (`bat: nocturnal mouselike
+/// mammal …`), its label the synset's lexicographer file (`noun.animal`).
+/// Every noun class with enough synsets for both splits is kept (24 of 26
+/// in WordNet 3.0: `noun.Tops` and `noun.motive` are too small); synsets
+/// are drawn per class with a seeded shuffle, disjoint between
+/// `out/train.jsonl` and `out/eval.jsonl` (written in a staging folder,
+/// renamed into place when complete).
+pub fn import_wordnet_supersenses(
+    wordnet_dir: &Path,
+    out: &Path,
+    opts: &SupersenseOptions,
+    force: bool,
+) -> Result<ImportReport> {
+    use rand::SeedableRng;
+    use rand::seq::SliceRandom;
+    if opts.train_per_class == 0 || opts.eval_per_class == 0 {
+        return Err(Error::invalid(
+            "supersense options",
+            "train_per_class and eval_per_class must be at least 1",
+        ));
+    }
+    if out.exists() && !force {
+        return Err(Error::invalid(
+            out.display().to_string(),
+            "already exists (use --force to replace it)",
+        ));
+    }
+    let synsets = crate::wordnet::read_data_file(&wordnet_dir.join("data.noun"))?;
+    let mut by_class: std::collections::BTreeMap<&str, Vec<&crate::wordnet::Synset>> =
+        Default::default();
+    for s in &synsets {
+        if s.pos == crate::wordnet::Pos::Noun && !s.definition().is_empty() {
+            by_class.entry(s.lexname()).or_default().push(s);
+        }
+    }
+    let need = opts.train_per_class + opts.eval_per_class;
+    let mut skipped = Vec::new();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(opts.seed);
+    let (mut train, mut eval) = (Vec::new(), Vec::new());
+    for (class, mut members) in by_class {
+        if members.len() < need {
+            skipped.push(format!(
+                "class {class}: {} synsets, fewer than the {need} both splits need",
+                members.len()
+            ));
+            continue;
+        }
+        members.sort_by_key(|s| s.offset);
+        members.shuffle(&mut rng);
+        for (k, s) in members[..need].iter().enumerate() {
+            let text = format!("{}: {}", s.lemma(0).unwrap_or_default(), s.definition());
+            let rec = ManifestRecord {
+                id: Some(format!("wn-{:08}-n", s.offset)),
+                text: Some(TextField::Inline(text)),
+                label: Some(LabelValue::Name(class.to_string())),
+                ..Default::default()
+            };
+            if k < opts.eval_per_class {
+                eval.push(rec);
+            } else {
+                train.push(rec);
+            }
+        }
+    }
+    if train.is_empty() {
+        return Err(Error::invalid(
+            wordnet_dir.display().to_string(),
+            format!("no noun class has {need} synsets"),
+        ));
+    }
+    // Class-interleaved order, so a manifest prefix is never one class.
+    train.shuffle(&mut rng);
+    eval.shuffle(&mut rng);
+    let parent = manifest_base(out);
+    std::fs::create_dir_all(&parent).map_err(|e| Error::io(&parent, e))?;
+    let staging = tempfile::Builder::new()
+        .prefix(".wordnet-import-")
+        .tempdir_in(&parent)
+        .map_err(|e| Error::io(&parent, e))?;
+    // Removed on an error until kept.
+    let n = write_manifest(&staging.path().join("train.jsonl"), &train)?
+        + write_manifest(&staging.path().join("eval.jsonl"), &eval)?;
+    publish_dir(&staging.keep(), out, force)?;
+    Ok(ImportReport {
+        manifests: vec![out.join("train.jsonl"), out.join("eval.jsonl")],
+        samples: n,
+        skipped,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

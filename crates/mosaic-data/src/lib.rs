@@ -70,5 +70,6 @@ pub mod pointcloud;
 pub mod sensor;
 pub mod text;
 pub mod video;
+pub mod wordnet;
 
 pub use error::{Error, Result};

@@ -5,6 +5,9 @@
 //! equals full recomputation; save → load is bit-exact; bad configs name
 //! their key.
 
+use mosaic_models::arch::encoders::{
+    AudioConfig, PointTransformerConfig, PointnetConfig, SensorConfig, TextTransformerConfig,
+};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -97,11 +100,11 @@ fn encoder_check(cfg: EncoderConfig, m: Modality, input: Tensor, mask: Option<Te
 fn pointnet_gradients_match_finite_differences() {
     let mask = Tensor::new(&[[1u8, 1, 1, 1, 1, 1], [1, 1, 1, 1, 0, 0]], &Device::Cpu).unwrap();
     encoder_check(
-        EncoderConfig::Pointnet {
+        EncoderConfig::Pointnet(PointnetConfig {
             in_features: 3,
             widths: vec![8],
             dim: 6,
-        },
+        }),
         Modality::PointCloud,
         randn(5, &[2, 6, 3]),
         Some(mask),
@@ -112,14 +115,14 @@ fn pointnet_gradients_match_finite_differences() {
 fn sensor_encoder_gradients_match_finite_differences() {
     let mask = Tensor::new(&[[1u8, 1, 1, 1, 1], [1, 1, 1, 0, 0]], &Device::Cpu).unwrap();
     encoder_check(
-        EncoderConfig::Sensor {
+        EncoderConfig::Sensor(SensorConfig {
             channels: 2,
             max_len: 8,
             dim: 8,
             layers: 1,
             heads: 2,
             kernel: 3,
-        },
+        }),
         Modality::Sensor,
         randn(6, &[2, 5, 2]),
         Some(mask),
@@ -133,22 +136,22 @@ fn gated_fusion_gradients_match_finite_differences() {
     cfg.encoders = BTreeMap::from([
         (
             Modality::Sensor,
-            EncoderConfig::Sensor {
+            EncoderConfig::Sensor(SensorConfig {
                 channels: 2,
                 max_len: 4,
                 dim: 4,
                 layers: 0,
                 heads: 1,
                 kernel: 1,
-            },
+            }),
         ),
         (
             Modality::PointCloud,
-            EncoderConfig::Pointnet {
+            EncoderConfig::Pointnet(PointnetConfig {
                 in_features: 3,
                 widths: vec![4],
                 dim: 4,
-            },
+            }),
         ),
     ]);
     let model = MultimodalModel::from_config(&cfg, DType::F64, &Device::Cpu).unwrap();
@@ -202,7 +205,7 @@ fn padding_never_changes_real_positions() {
     let cases: Vec<(Modality, EncoderConfig, Tensor, usize)> = vec![
         (
             Modality::Text,
-            EncoderConfig::TextTransformer {
+            EncoderConfig::TextTransformer(TextTransformerConfig {
                 vocab_size: 50,
                 max_len: 12,
                 dim: 8,
@@ -211,13 +214,13 @@ fn padding_never_changes_real_positions() {
                 positions: Default::default(),
                 mlp_ratio: 2,
                 pre_norm: true,
-            },
+            }),
             Tensor::new(&[[3u32, 7, 9, 11, 4]], &dev).unwrap(),
             1,
         ),
         (
             Modality::Text,
-            EncoderConfig::TextTransformer {
+            EncoderConfig::TextTransformer(TextTransformerConfig {
                 vocab_size: 50,
                 max_len: 12,
                 dim: 8,
@@ -226,55 +229,55 @@ fn padding_never_changes_real_positions() {
                 positions: mosaic_models::arch::config::Positions::Rotary,
                 mlp_ratio: 2,
                 pre_norm: false,
-            },
+            }),
             Tensor::new(&[[3u32, 7, 9, 11, 4]], &dev).unwrap(),
             1,
         ),
         (
             Modality::Sensor,
-            EncoderConfig::Sensor {
+            EncoderConfig::Sensor(SensorConfig {
                 channels: 2,
                 max_len: 12,
                 dim: 8,
                 layers: 1,
                 heads: 2,
                 kernel: 3,
-            },
+            }),
             randn(1, &[1, 5, 2]).to_dtype(DType::F32).unwrap(),
             1,
         ),
         (
             Modality::PointCloud,
-            EncoderConfig::Pointnet {
+            EncoderConfig::Pointnet(PointnetConfig {
                 in_features: 3,
                 widths: vec![8],
                 dim: 8,
-            },
+            }),
             randn(2, &[1, 5, 3]).to_dtype(DType::F32).unwrap(),
             1,
         ),
         (
             Modality::PointCloud,
-            EncoderConfig::PointTransformer {
+            EncoderConfig::PointTransformer(PointTransformerConfig {
                 in_features: 3,
                 groups: 2,
                 group_size: 3,
                 dim: 8,
                 layers: 1,
                 heads: 2,
-            },
+            }),
             randn(3, &[1, 5, 3]).to_dtype(DType::F32).unwrap(),
             1,
         ),
         (
             Modality::Audio,
-            EncoderConfig::Audio {
+            EncoderConfig::Audio(AudioConfig {
                 n_mels: 4,
                 max_frames: 12,
                 dim: 8,
                 layers: 1,
                 heads: 2,
-            },
+            }),
             randn(4, &[1, 6, 4]).to_dtype(DType::F32).unwrap(),
             1,
         ),
@@ -315,9 +318,9 @@ fn padding_never_changes_real_positions() {
         // Per-position tokens too, where tokens map 1:1 to positions.
         if matches!(
             cfg,
-            EncoderConfig::TextTransformer { .. }
-                | EncoderConfig::Sensor { .. }
-                | EncoderConfig::Pointnet { .. }
+            EncoderConfig::TextTransformer(_)
+                | EncoderConfig::Sensor(_)
+                | EncoderConfig::Pointnet(_)
         ) {
             let d = max_abs(
                 &both.tokens.get(0).unwrap().narrow(0, 0, n).unwrap(),

@@ -4,6 +4,7 @@
 //! generative fusion. Fixtures: `scripts/reference/make_vilt_fixtures.py`
 //! (`families/vilt_tiny*`) and `make_family_fixtures.py` (BLIP, LLaVA).
 
+use mosaic_models::arch::encoders::VitConfig;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -295,11 +296,11 @@ fn converted_configs_round_trip_and_unknown_types_are_refused() {
         back.validate().unwrap();
     }
     let imp = import::llava(&fixtures().join("llava_tiny")).unwrap();
-    let EncoderConfig::Vit {
+    let EncoderConfig::Vit(VitConfig {
         layers,
         drop_class_token,
         ..
-    } = &imp.config.encoders[&Modality::Image]
+    }) = &imp.config.encoders[&Modality::Image]
     else {
         panic!("vit")
     };

@@ -5,6 +5,7 @@
 //! tower (or not, frozen); LoRA targets it by name; save → load is exact;
 //! bad references are named.
 
+use mosaic_models::arch::encoders::PretrainedConfig;
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
@@ -192,7 +193,9 @@ fn a_model_with_pretrained_towers_saves_and_loads_exactly() {
     model.save(dir.path()).unwrap();
     let saved: ArchConfig = ArchConfig::from_file(&dir.path().join("config.json")).unwrap();
     match &saved.encoders[&Modality::Text] {
-        mosaic_models::arch::EncoderConfig::Pretrained { dim, .. } => assert_eq!(*dim, 384),
+        mosaic_models::arch::EncoderConfig::Pretrained(PretrainedConfig { dim, .. }) => {
+            assert_eq!(*dim, 384)
+        }
         other => panic!("saved as {other:?}"),
     }
     let back = MultimodalModel::load(dir.path(), DType::F32, &Device::Cpu).unwrap();

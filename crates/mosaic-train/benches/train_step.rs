@@ -2,6 +2,7 @@
 //! step) of the quickstart model and of the CLIP ViT-B/32 shape.
 //! `scripts/bench/train_step.sh` runs the same models in PyTorch alongside.
 
+use mosaic_models::arch::encoders::TextTransformerConfig;
 use std::collections::BTreeMap;
 use std::time::Instant;
 
@@ -20,7 +21,7 @@ fn text(
     heads: usize,
     ratio: usize,
 ) -> EncoderConfig {
-    EncoderConfig::TextTransformer {
+    EncoderConfig::TextTransformer(TextTransformerConfig {
         vocab_size: vocab,
         max_len: len,
         dim,
@@ -29,7 +30,7 @@ fn text(
         positions: Positions::Learned,
         mlp_ratio: ratio,
         pre_norm: true,
-    }
+    })
 }
 
 fn bench(

@@ -3,9 +3,11 @@
 //!
 //! Data: the built-in `fashion_mnist` image–caption source (in memory,
 //! deterministic batches by step, optional class subset) — the data the
-//! quickstart and the acceptance runs use — or `manifest`: any JSONL
+//! quickstart and the acceptance runs use —, `manifest`: any JSONL
 //! manifest, read through a pipeline derived from the architecture
-//! ([`crate::manifest`]).
+//! ([`crate::manifest`]), or `wordnet_supersenses`: real English text
+//! (WordNet noun definitions labelled by supersense, imported on first use
+//! into `$MOSAIC_HOME/datasets/`) run as a manifest.
 
 use std::path::{Path, PathBuf};
 
@@ -98,8 +100,10 @@ pub struct LoraSection {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DataSection {
-    /// `fashion_mnist` (the built-in image–caption source) or `manifest`
-    /// (any JSONL manifest; see [`crate::manifest`]).
+    /// `fashion_mnist` (the built-in image–caption source), `manifest`
+    /// (any JSONL manifest; see [`crate::manifest`]) or
+    /// `wordnet_supersenses` (WordNet noun definitions → 24 supersense
+    /// classes; [`mosaic_data::import::import_wordnet_supersenses`]).
     pub source: String,
     /// `fashion_mnist`: training classes (default: all 10).
     #[serde(default)]
@@ -155,6 +159,31 @@ pub struct OptimizerSection {
     /// Weight decay (not on biases, norms, temperatures).
     #[serde(default)]
     pub weight_decay: f64,
+    /// Parameter groups with their own learning-rate multiplier and weight
+    /// decay (`[[optimizer.groups]]`, first match wins), e.g. a new head
+    /// learning faster than a pretrained tower.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<GroupSection>,
+}
+
+/// `[[optimizer.groups]]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupSection {
+    /// Group name (in logs and the optimiser state).
+    pub name: String,
+    /// Parameter-name patterns (module prefixes or `*` globs).
+    pub patterns: Vec<String>,
+    /// The group's learning rate is `lr_scale ×` the optimiser's (default 1).
+    #[serde(default = "one_f64")]
+    pub lr_scale: f64,
+    /// The group's weight decay (default: the optimiser's).
+    #[serde(default)]
+    pub weight_decay: Option<f64>,
+}
+
+fn one_f64() -> f64 {
+    1.0
 }
 
 /// A training config.
@@ -304,6 +333,21 @@ impl TrainConfig {
         if let Some(s) = &self.schedule {
             self.schedule_kind(s)?;
         }
+        for (i, g) in self.optimizer.groups.iter().enumerate() {
+            let key = format!("optimizer.groups[{i}]");
+            if g.patterns.is_empty() {
+                return Err(cfg_err(&key, "`patterns` is empty"));
+            }
+            if !(g.lr_scale >= 0.0 && g.lr_scale.is_finite()) {
+                return Err(cfg_err(
+                    &key,
+                    format!("lr_scale {} must be a finite number ≥ 0", g.lr_scale),
+                ));
+            }
+            if g.weight_decay.is_some_and(|w| !(w >= 0.0 && w.is_finite())) {
+                return Err(cfg_err(&key, "weight_decay must be ≥ 0"));
+            }
+        }
         let d = &self.data;
         match d.source.as_str() {
             "fashion_mnist" => {
@@ -317,6 +361,23 @@ impl TrainConfig {
                 ] {
                     if set {
                         return Err(cfg_err(key, "only used with `source = \"manifest\"`"));
+                    }
+                }
+            }
+            "wordnet_supersenses" => {
+                for (key, set) in [
+                    ("data.train", d.train.is_some()),
+                    ("data.eval", d.eval.is_some()),
+                    ("data.classes", d.classes.is_some()),
+                    ("data.class_names", d.class_names.is_some()),
+                    ("data.image_mean", d.image_mean.is_some()),
+                    ("data.image_std", d.image_std.is_some()),
+                ] {
+                    if set {
+                        return Err(cfg_err(
+                            key,
+                            "not used with `source = \"wordnet_supersenses\"` (its splits and classes are fixed)",
+                        ));
                     }
                 }
             }
@@ -355,7 +416,9 @@ impl TrainConfig {
             other => {
                 return Err(cfg_err(
                     "data.source",
-                    format!("unknown source `{other}` (known: fashion_mnist, manifest)"),
+                    format!(
+                        "unknown source `{other}` (known: fashion_mnist, manifest, wordnet_supersenses)"
+                    ),
                 ));
             }
         }
@@ -378,6 +441,32 @@ impl TrainConfig {
             )),
         }
     }
+}
+
+/// The WordNet supersense data set (default [`SupersenseOptions`]) in
+/// `$MOSAIC_HOME/datasets/wordnet-supersenses`, fetching the `wordnet`
+/// asset and importing on first use.
+///
+/// [`SupersenseOptions`]: mosaic_data::import::SupersenseOptions
+pub fn wordnet_supersenses(store: &AssetStore, progress: bool) -> Result<PathBuf> {
+    let out = store.home().join("datasets").join("wordnet-supersenses");
+    if out.join("train.jsonl").is_file() && out.join("eval.jsonl").is_file() {
+        return Ok(out);
+    }
+    let wn = store.fetch(
+        "wordnet",
+        &mosaic_core::assets::FetchOptions {
+            force: false,
+            progress,
+        },
+    )?;
+    mosaic_data::import::import_wordnet_supersenses(
+        &wn,
+        &out,
+        &mosaic_data::import::SupersenseOptions::default(),
+        out.exists(),
+    )?;
+    Ok(out)
 }
 
 /// Runs a training config (resuming the run folder's latest checkpoint
@@ -416,7 +505,12 @@ pub fn run(
     )?;
     // Adapters train even under a frozen prefix.
     vars.extend(adapters);
-    let groups = ParamGroupBuilder::new(cfg.optimizer.weight_decay).build(&vars)?;
+    let mut builder = ParamGroupBuilder::new(cfg.optimizer.weight_decay);
+    for g in &cfg.optimizer.groups {
+        let patterns: Vec<&str> = g.patterns.iter().map(String::as_str).collect();
+        builder = builder.rule(&g.name, &patterns, g.lr_scale, g.weight_decay);
+    }
+    let groups = builder.build(&vars)?;
     let kind: OptimizerKind = cfg.optimizer.kind.parse()?;
     let optimizer = build_optimizer(kind, groups, cfg.optimizer.lr)?;
     let schedule = match &cfg.schedule {
@@ -439,8 +533,20 @@ pub fn run(
         keep_checkpoints: 2,
         progress,
     };
-    if cfg.data.source == "manifest" {
-        let data = cfg.data.manifest()?;
+    if cfg.data.source == "manifest" || cfg.data.source == "wordnet_supersenses" {
+        let data = if cfg.data.source == "manifest" {
+            cfg.data.manifest()?
+        } else {
+            let dir = wordnet_supersenses(store, progress)?;
+            crate::manifest::ManifestData {
+                train: dir.join("train.jsonl"),
+                eval: Some(dir.join("eval.jsonl")),
+                tokenizer: cfg.data.tokenizer.clone(),
+                classes: None,
+                image_mean: 0.5,
+                image_std: 0.5,
+            }
+        };
         let mut task = crate::manifest::ManifestRun::new(
             &model,
             &data,

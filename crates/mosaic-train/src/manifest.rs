@@ -13,6 +13,10 @@
 //! cross-entropy on the text for LM heads. Batches are a seeded
 //! permutation per epoch walked by step, so `--resume` reproduces them.
 
+use mosaic_models::arch::encoders::{
+    AudioConfig, CnnConfig, PointTransformerConfig, PointnetConfig, PretrainedConfig, SensorConfig,
+    TextTransformerConfig, VideoConfig, VitConfig,
+};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -170,30 +174,32 @@ pub fn pipeline_for(
     for (m, e) in &arch.encoders {
         let key = format!("encoders.{m}");
         match e {
-            EncoderConfig::TextTransformer { max_len, .. } => text_len = Some(*max_len),
-            EncoderConfig::BagOfWords { .. } => text_len = Some(text_len.unwrap_or(512)),
-            EncoderConfig::Vit {
-                image_size,
-                channels,
-                ..
+            EncoderConfig::TextTransformer(TextTransformerConfig { max_len, .. }) => {
+                text_len = Some(*max_len)
             }
-            | EncoderConfig::Cnn {
+            EncoderConfig::BagOfWords(_) => text_len = Some(text_len.unwrap_or(512)),
+            EncoderConfig::Vit(VitConfig {
                 image_size,
                 channels,
                 ..
-            } => {
+            })
+            | EncoderConfig::Cnn(CnnConfig {
+                image_size,
+                channels,
+                ..
+            }) => {
                 check_channels(&key, *channels)?;
                 p.image = Some(image(*image_size));
                 if *channels == 1 {
                     adapt.grey.insert(*m, 1);
                 }
             }
-            EncoderConfig::Video {
+            EncoderConfig::Video(VideoConfig {
                 frames,
                 image_size,
                 channels,
                 ..
-            } => {
+            }) => {
                 check_channels(&key, *channels)?;
                 p.image = Some(image(*image_size));
                 p.video = Some(VideoOptions {
@@ -204,9 +210,9 @@ pub fn pipeline_for(
                     adapt.grey.insert(*m, 2);
                 }
             }
-            EncoderConfig::Audio {
+            EncoderConfig::Audio(AudioConfig {
                 n_mels, max_frames, ..
-            } => {
+            }) => {
                 let cfg = WhisperFeatureConfig {
                     n_mels: *n_mels,
                     ..Default::default()
@@ -216,8 +222,8 @@ pub fn pipeline_for(
                 )));
                 adapt.audio_frames = Some(*max_frames);
             }
-            EncoderConfig::Pointnet { in_features, .. }
-            | EncoderConfig::PointTransformer { in_features, .. } => {
+            EncoderConfig::Pointnet(PointnetConfig { in_features, .. })
+            | EncoderConfig::PointTransformer(PointTransformerConfig { in_features, .. }) => {
                 let cfg = PointCloudConfig {
                     normals: *in_features >= 6,
                     ..Default::default()
@@ -232,11 +238,11 @@ pub fn pipeline_for(
                 }
                 p.point_cloud = Some(cfg);
             }
-            EncoderConfig::Pretrained {
+            EncoderConfig::Pretrained(PretrainedConfig {
                 pretrained,
                 max_len,
                 ..
-            } => {
+            }) => {
                 // The tower's own preprocessing: its tokenizer and text
                 // length, its image processor.
                 let dir = mosaic_models::pretrained::resolve_tower(pretrained)?;
@@ -277,7 +283,7 @@ pub fn pipeline_for(
                     }
                 }
             }
-            EncoderConfig::Sensor { max_len, .. } => {
+            EncoderConfig::Sensor(SensorConfig { max_len, .. }) => {
                 p.sensor = Some(SensorPipeline {
                     max_steps: Some(*max_len),
                     normalize: true,

@@ -13,6 +13,7 @@
 //! 6. Writes `report.json`, `report.md` and curve PNGs, and returns where
 //!    everything is.
 
+use mosaic_models::arch::encoders::{AudioConfig, CnnConfig, TextTransformerConfig};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -177,16 +178,16 @@ pub fn image_text_config(vocab: usize, max_len: usize) -> ArchConfig {
         encoders: BTreeMap::from([
             (
                 Modality::Image,
-                EncoderConfig::Cnn {
+                EncoderConfig::Cnn(CnnConfig {
                     image_size: 28,
                     channels: 1,
                     widths: vec![32, 64, 128],
                     dim: 128,
-                },
+                }),
             ),
             (
                 Modality::Text,
-                EncoderConfig::TextTransformer {
+                EncoderConfig::TextTransformer(TextTransformerConfig {
                     vocab_size: vocab,
                     max_len,
                     dim: 64,
@@ -195,7 +196,7 @@ pub fn image_text_config(vocab: usize, max_len: usize) -> ArchConfig {
                     positions: Positions::Learned,
                     mlp_ratio: 2,
                     pre_norm: true,
-                },
+                }),
             ),
         ]),
         fusion: FusionConfig::Late {},
@@ -667,12 +668,12 @@ pub fn lit_phase(
     let tower = Tower::new(
         opts.seed,
         Modality::Image,
-        &EncoderConfig::Cnn {
+        &EncoderConfig::Cnn(CnnConfig {
             image_size: 28,
             channels: 1,
             widths: vec![16, 32, 64],
             dim: 64,
-        },
+        }),
         text.dim(1)?,
     )?;
     let run_dir = opts.out_dir.join("lit");
@@ -894,13 +895,13 @@ pub fn speech_phase(
     let tower = Tower::new(
         opts.seed,
         Modality::Audio,
-        &EncoderConfig::Audio {
+        &EncoderConfig::Audio(AudioConfig {
             n_mels: N_MELS,
             max_frames: MAX_FRAMES,
             dim: 64,
             layers: 1,
             heads: 4,
-        },
+        }),
         image_emb.dim(1)?,
     )?;
     let run_dir = opts.out_dir.join("speech");

@@ -340,3 +340,52 @@ fn lora_on_a_frozen_pretrained_tower_trains_only_its_adapters_and_resumes_exactl
     // its own ten.
     assert_eq!(b.losses, full.losses);
 }
+
+/// The shipped MiniLM fine-tuning recipes (`configs/train/minilm_supersense_*`)
+/// load and validate; the LoRA one trains a few steps on the real WordNet
+/// text (imported into `$MOSAIC_HOME/datasets` on first use) and evaluates
+/// on the held-out split; a bad parameter group is named.
+#[test]
+fn minilm_supersense_recipes_load_and_the_lora_one_trains() {
+    let assets = AssetStore::from_env().unwrap();
+    assert!(
+        assets.is_fetched("minilm-l6-v2") && assets.is_fetched("wordnet"),
+        "fetch minilm-l6-v2 and wordnet (scripts/test.sh does)"
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    for name in ["probe", "full", "lora"] {
+        let p = repo().join(format!("configs/train/minilm_supersense_{name}.toml"));
+        let cfg = TrainConfig::load(&p, &[]).unwrap();
+        assert_eq!(cfg.data.source, "wordnet_supersenses", "{name}");
+    }
+    let p = repo().join("configs/train/minilm_supersense_full.toml");
+    let e = TrainConfig::load(
+        &p,
+        &["optimizer.groups=[{ name = \"x\", patterns = [\"heads\"], lr_scale = -1.0 }]".into()],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("optimizer.groups[0]") && e.contains("lr_scale"), "{e}");
+    let e = TrainConfig::load(&p, &["data.class_names=[\"a\"]".into()])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("data.class_names"), "{e}");
+
+    let out = tmp.path().join("run");
+    let cfg = TrainConfig::load(
+        &repo().join("configs/train/minilm_supersense_lora.toml"),
+        &[
+            format!("run.out_dir=\"{}\"", out.display()),
+            "run.steps=3".into(),
+            "run.batch_size=8".into(),
+            "run.eval_every=0".into(),
+            "run.checkpoint_every=0".into(),
+        ],
+    )
+    .unwrap();
+    let s = run(&cfg, &assets, false, false).unwrap();
+    assert_eq!(s.losses.len(), 3);
+    assert!(s.losses.iter().all(|l| l.is_finite()));
+    let acc = s.last_eval["accuracy_supersense"];
+    assert!((0.0..=1.0).contains(&acc), "{acc}");
+}

@@ -2,6 +2,10 @@
 //! backward on a batch collated by the data layer, and overfits a fixed
 //! small batch: 50 AdamW steps take the loss down by at least 90%.
 
+use mosaic_models::arch::encoders::{
+    AudioConfig, CnnConfig, PointTransformerConfig, PointnetConfig, SensorConfig, VideoConfig,
+    VitConfig,
+};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -50,37 +54,37 @@ fn noise(seed: u64, shape: &[usize]) -> Tensor {
 /// One input tensor per modality the config encodes, per sample.
 fn sample_value(m: Modality, e: &EncoderConfig, i: u64) -> ModalityValue {
     let t = match e {
-        EncoderConfig::Vit {
+        EncoderConfig::Vit(VitConfig {
             image_size,
             channels,
             ..
-        }
-        | EncoderConfig::Cnn {
+        })
+        | EncoderConfig::Cnn(CnnConfig {
             image_size,
             channels,
             ..
-        } => noise(i, &[*channels, *image_size, *image_size]),
-        EncoderConfig::Audio {
+        }) => noise(i, &[*channels, *image_size, *image_size]),
+        EncoderConfig::Audio(AudioConfig {
             n_mels, max_frames, ..
-        } => noise(i, &[*max_frames, *n_mels]),
-        EncoderConfig::Video {
+        }) => noise(i, &[*max_frames, *n_mels]),
+        EncoderConfig::Video(VideoConfig {
             frames,
             channels,
             image_size,
             ..
-        } => noise(i, &[*frames, *channels, *image_size, *image_size]),
+        }) => noise(i, &[*frames, *channels, *image_size, *image_size]),
         // Variable lengths: the collator pads and masks.
-        EncoderConfig::Pointnet { in_features, .. }
-        | EncoderConfig::PointTransformer { in_features, .. } => {
+        EncoderConfig::Pointnet(PointnetConfig { in_features, .. })
+        | EncoderConfig::PointTransformer(PointTransformerConfig { in_features, .. }) => {
             noise(i, &[40 + 3 * i as usize, *in_features])
         }
-        EncoderConfig::Sensor {
+        EncoderConfig::Sensor(SensorConfig {
             channels, max_len, ..
-        } => noise(i, &[max_len - i as usize, *channels]),
-        EncoderConfig::TextTransformer { .. } | EncoderConfig::BagOfWords { .. } => {
+        }) => noise(i, &[max_len - i as usize, *channels]),
+        EncoderConfig::TextTransformer(_) | EncoderConfig::BagOfWords(_) => {
             return ModalityValue::Text(format!("a photo of a {}", LABELS[i as usize]));
         }
-        EncoderConfig::Pretrained { .. } => {
+        EncoderConfig::Pretrained(_) => {
             panic!("{m}: the paradigm configs build every encoder from the config")
         }
     };

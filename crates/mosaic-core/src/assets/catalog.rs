@@ -36,6 +36,10 @@ const BUILTIN_CHECKSUMS: &[(&str, &str)] = &[
         include_str!("../../assets/checksums/fashion-mnist.sha256"),
     ),
     (
+        "wordnet",
+        include_str!("../../assets/checksums/wordnet.sha256"),
+    ),
+    (
         "asterisk-sounds",
         include_str!("../../assets/checksums/asterisk-sounds.sha256"),
     ),

@@ -1,10 +1,15 @@
 //! Image decoding: JPEG, PNG, WebP, GIF (first frame), BMP, TIFF (first
 //! page), with EXIF orientation and conversion to 8-bit RGB.
+//!
+//! JPEG pixels come from libjpeg-turbo's decoder (the `mozjpeg` crate, with
+//! the defaults Pillow uses: integer IDCT, fancy upsampling), so they equal
+//! Pillow's byte for byte; the `image` crate's own JPEG decoder differs from
+//! it by a level or two, which moved CLIP pixel values by about 1e-3.
 
 use std::io::Cursor;
 use std::path::Path;
 
-use image::{DynamicImage, ImageDecoder, ImageReader, Limits, RgbImage};
+use image::{DynamicImage, GrayImage, ImageDecoder, ImageFormat, ImageReader, Limits, RgbImage};
 
 use crate::error::{Error, Result, read_limited};
 
@@ -126,6 +131,7 @@ fn decode_dynamic_inner(bytes: &[u8], name: &str, options: &DecodeOptions) -> Re
             "unrecognised format (expected JPEG, PNG, WebP, GIF, BMP or TIFF)".into(),
         ));
     }
+    let reader_format = reader.format();
     let mut limits = Limits::default();
     limits.max_image_width = Some(options.limits.max_side);
     limits.max_image_height = Some(options.limits.max_side);
@@ -142,9 +148,57 @@ fn decode_dynamic_inner(bytes: &[u8], name: &str, options: &DecodeOptions) -> Re
     } else {
         None
     };
-    let mut img = DynamicImage::from_decoder(decoder).map_err(|e| err(e.to_string()))?;
+    let mut img = match reader_format {
+        Some(ImageFormat::Jpeg) => match decode_jpeg_like_pillow(bytes, name)? {
+            Some(img) => img,
+            None => DynamicImage::from_decoder(decoder).map_err(|e| err(e.to_string()))?,
+        },
+        _ => DynamicImage::from_decoder(decoder).map_err(|e| err(e.to_string()))?,
+    };
     if let Some(o) = orientation {
         img.apply_orientation(o);
     }
     Ok(img)
+}
+
+/// Decodes a JPEG as Pillow does (libjpeg-turbo, `JDCT_ISLOW`, fancy
+/// upsampling): grayscale stays one channel, YCbCr and RGB files become
+/// RGB. `None` for CMYK/YCCK files, which the `image` crate converts.
+/// Dimensions and allocation were checked by the caller.
+fn decode_jpeg_like_pillow(bytes: &[u8], name: &str) -> Result<Option<DynamicImage>> {
+    use mozjpeg::{ColorSpace, Decompress};
+    let err = |m: String| Error::decode(name, "JPEG", m);
+    // libjpeg fills a truncated scan with grey and only warns; Pillow
+    // refuses such a file, and so does this.
+    let scan = bytes
+        .windows(2)
+        .position(|w| w == [0xFF, 0xDA])
+        .ok_or_else(|| err("no image data (no SOS marker)".into()))?;
+    if !bytes[scan..].windows(2).any(|w| w == [0xFF, 0xD9]) {
+        return Err(err("the file is truncated (no end-of-image marker)".into()));
+    }
+    let io = |e: std::io::Error| err(e.to_string());
+    let d = Decompress::new_mem(bytes).map_err(io)?;
+    let (w, h) = (d.width() as u32, d.height() as u32);
+    let img = match d.color_space() {
+        ColorSpace::JCS_GRAYSCALE => {
+            let mut s = d.grayscale().map_err(io)?;
+            let px = s.read_scanlines::<u8>().map_err(io)?;
+            s.finish().map_err(io)?;
+            DynamicImage::ImageLuma8(
+                GrayImage::from_raw(w, h, px)
+                    .ok_or_else(|| err("short grayscale scanlines".into()))?,
+            )
+        }
+        ColorSpace::JCS_YCbCr | ColorSpace::JCS_RGB => {
+            let mut s = d.rgb().map_err(io)?;
+            let px = s.read_scanlines::<u8>().map_err(io)?;
+            s.finish().map_err(io)?;
+            DynamicImage::ImageRgb8(
+                RgbImage::from_raw(w, h, px).ok_or_else(|| err("short RGB scanlines".into()))?,
+            )
+        }
+        _ => return Ok(None),
+    };
+    Ok(Some(img))
 }

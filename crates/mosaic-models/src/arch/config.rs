@@ -3,6 +3,10 @@
 //! checks the cross-references (widths, modalities a head needs) and names
 //! the offending key.
 
+pub use crate::arch::encoders::{
+    AudioConfig, BagOfWordsConfig, CnnConfig, PointTransformerConfig, PointnetConfig,
+    PretrainedConfig, SensorConfig, TextTransformerConfig, VideoConfig, VitConfig,
+};
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -11,10 +15,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
-fn four() -> usize {
+pub(crate) fn four() -> usize {
     4
 }
-fn yes() -> bool {
+pub(crate) fn yes() -> bool {
     true
 }
 
@@ -197,221 +201,50 @@ pub enum Projector {
     Mlp,
 }
 
-/// One modality's encoder.
+/// One modality's encoder: the `kind` key picks the variant; each kind's
+/// settings are its own struct, beside the encoder in [`super::encoders`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+#[serde(tag = "kind", rename_all = "snake_case")]
 pub enum EncoderConfig {
-    /// A pretrained checkpoint's tower ([`crate::pretrained::tower`]),
-    /// loaded into the model's parameter store: trainable (fine-tuning,
-    /// LoRA by name) or frozen (LiT). Tokens and pooled vector are the
-    /// tower's own (a sentence-transformers model pools as it was trained).
-    Pretrained {
-        /// A catalog asset (`minilm-l6-v2`, fetched on first use), a
-        /// checkpoint folder, or a hub id `org/name`. Also `checkpoint`.
-        #[serde(alias = "checkpoint")]
-        pretrained: String,
-        /// The tower of a two-tower checkpoint, `text` or `vision`
-        /// (default: the one the modality key names; must agree with it).
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        tower: Option<String>,
-        /// Load without gradients (a locked tower, as in LiT).
-        #[serde(default)]
-        freeze: bool,
-        /// Width of tokens and pooled vector: read from the checkpoint
-        /// ([`ArchConfig::resolve_pretrained`]); a value given must match.
-        #[serde(default)]
-        dim: usize,
-        /// Longest text (text towers; default: the checkpoint's).
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        max_len: Option<usize>,
-    },
-    /// Token embedding + positions + transformer; pooled = mean over real tokens.
-    TextTransformer {
-        /// Vocabulary.
-        vocab_size: usize,
-        /// Longest input.
-        max_len: usize,
-        /// Width.
-        dim: usize,
-        /// Layers.
-        layers: usize,
-        /// Heads.
-        heads: usize,
-        /// Learned or rotary positions.
-        #[serde(default)]
-        positions: Positions,
-        /// MLP width factor.
-        #[serde(default = "four")]
-        mlp_ratio: usize,
-        /// Pre-norm (true) or post-norm blocks.
-        #[serde(default = "yes")]
-        pre_norm: bool,
-    },
-    /// Mean of token embeddings over real tokens (tokens = the embeddings).
-    /// With the optional keys it is BERT's embedding layer, `LayerNorm(word +
-    /// type + position)`: the text side of models whose fusion owns the text
-    /// layers (ViLT's single stream, BLIP's cross-attending text layers).
-    BagOfWords {
-        /// Vocabulary.
-        vocab_size: usize,
-        /// Width.
-        dim: usize,
-        /// Learned positions for inputs up to this length (none by default).
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        max_len: Option<usize>,
-        /// Rows of a token-type table; row 0 is added to every token
-        /// (Mosaic batches carry no segment ids). 0 = no table.
-        #[serde(default, skip_serializing_if = "is_zero")]
-        type_vocab_size: usize,
-        /// Epsilon of a LayerNorm over the embeddings (none by default).
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        norm_eps: Option<f64>,
-    },
-    /// Vision transformer: patches + class token + learned positions.
-    Vit {
-        /// Input side.
-        image_size: usize,
-        /// Patch side.
-        patch_size: usize,
-        /// Input channels.
-        channels: usize,
-        /// Width.
-        dim: usize,
-        /// Layers.
-        layers: usize,
-        /// Heads.
-        heads: usize,
-        /// MLP width factor.
-        #[serde(default = "four")]
-        mlp_ratio: usize,
-        /// Block settings (eps, activation, ...).
-        #[serde(default, skip_serializing_if = "is_default")]
-        block: BlockOptions,
-        /// Bias on the patch projection (CLIP has none).
-        #[serde(default = "yes", skip_serializing_if = "is_true")]
-        patch_bias: bool,
-        /// A LayerNorm on the embeddings before the first block (CLIP's
-        /// `pre_layrnorm`).
-        #[serde(default, skip_serializing_if = "is_false")]
-        embed_norm: bool,
-        /// The closing norm of the pre-norm stack (BLIP's `post_layernorm`);
-        /// off for a patch embedder (ViLT) or an intermediate layer's
-        /// features (LLaVA).
-        #[serde(default = "yes", skip_serializing_if = "is_true")]
-        final_norm: bool,
-        /// Tokens are the patches only (LLaVA's `default` feature select);
-        /// the pooled vector stays the class token.
-        #[serde(default, skip_serializing_if = "is_false")]
-        drop_class_token: bool,
-    },
-    /// Convolutions (3×3, stride 2, ReLU) then a linear map of each position.
-    Cnn {
-        /// Input side (square images).
-        image_size: usize,
-        /// Input channels.
-        channels: usize,
-        /// Output channels per conv layer.
-        widths: Vec<usize>,
-        /// Token width.
-        dim: usize,
-    },
-    /// Log-mel spectrogram `[B, T, n_mels]`: two 1-D convolutions (the
-    /// second with stride 2, GELU), learned positions, transformer.
-    Audio {
-        /// Mel bins.
-        n_mels: usize,
-        /// Longest input in frames.
-        max_frames: usize,
-        /// Width.
-        dim: usize,
-        /// Layers.
-        layers: usize,
-        /// Heads.
-        heads: usize,
-    },
-    /// Frames `[B, F, C, H, W]`.
-    Video {
-        /// Frames per clip.
-        frames: usize,
-        /// Frame side.
-        image_size: usize,
-        /// Patch side.
-        patch_size: usize,
-        /// Channels.
-        channels: usize,
-        /// Width.
-        dim: usize,
-        /// Spatial (factorized) or space–time (divided) layers.
-        layers: usize,
-        /// Temporal layers (factorized only).
-        #[serde(default)]
-        temporal_layers: usize,
-        /// Heads.
-        heads: usize,
-        /// Attention layout.
-        #[serde(default)]
-        attention: VideoAttention,
-    },
-    /// PointNet: a shared per-point MLP, max-pooled (masked) over points.
-    Pointnet {
-        /// Features per point (3 = xyz, 6 = xyz + normals/colours).
-        in_features: usize,
-        /// Hidden widths of the shared MLP.
-        widths: Vec<usize>,
-        /// Output width.
-        dim: usize,
-    },
-    /// Point groups (farthest-point centres, k nearest points), a mini
-    /// PointNet per group, then a transformer over the groups.
-    PointTransformer {
-        /// Features per point.
-        in_features: usize,
-        /// Groups.
-        groups: usize,
-        /// Points per group.
-        group_size: usize,
-        /// Width.
-        dim: usize,
-        /// Layers.
-        layers: usize,
-        /// Heads.
-        heads: usize,
-    },
-    /// Time series `[B, T, C]`: a 1-D convolution over time, sinusoidal
-    /// time encodings, transformer; pooled = mean over real steps.
-    Sensor {
-        /// Channels.
-        channels: usize,
-        /// Longest series.
-        max_len: usize,
-        /// Width.
-        dim: usize,
-        /// Layers.
-        layers: usize,
-        /// Heads.
-        heads: usize,
-        /// Convolution width (odd).
-        #[serde(default = "three")]
-        kernel: usize,
-    },
+    /// A pretrained checkpoint's tower (`kind = "pretrained"`, or only a
+    /// `pretrained` / `checkpoint` key).
+    Pretrained(PretrainedConfig),
+    /// A text transformer.
+    TextTransformer(TextTransformerConfig),
+    /// Token embeddings, mean-pooled (or BERT's embedding layer).
+    BagOfWords(BagOfWordsConfig),
+    /// A vision transformer.
+    Vit(VitConfig),
+    /// A small convolutional image encoder.
+    Cnn(CnnConfig),
+    /// A log-mel audio transformer.
+    Audio(AudioConfig),
+    /// A video transformer.
+    Video(VideoConfig),
+    /// PointNet.
+    Pointnet(PointnetConfig),
+    /// A point-group transformer.
+    PointTransformer(PointTransformerConfig),
+    /// A multichannel time-series transformer.
+    Sensor(SensorConfig),
 }
 
-fn three() -> usize {
+pub(crate) fn three() -> usize {
     3
 }
-fn is_zero(v: &usize) -> bool {
+pub(crate) fn is_zero(v: &usize) -> bool {
     *v == 0
 }
-fn is_true(v: &bool) -> bool {
+pub(crate) fn is_true(v: &bool) -> bool {
     *v
 }
-fn is_false(v: &bool) -> bool {
+pub(crate) fn is_false(v: &bool) -> bool {
     !*v
 }
-fn is_default<T: Default + PartialEq>(v: &T) -> bool {
+pub(crate) fn is_default<T: Default + PartialEq>(v: &T) -> bool {
     *v == T::default()
 }
-fn is_empty<T>(v: &[T]) -> bool {
+pub(crate) fn is_empty<T>(v: &[T]) -> bool {
     v.is_empty()
 }
 
@@ -427,7 +260,7 @@ impl EncoderConfig {
         heads: usize,
         mlp_ratio: usize,
     ) -> Self {
-        EncoderConfig::Vit {
+        EncoderConfig::Vit(VitConfig {
             image_size,
             patch_size,
             channels,
@@ -440,56 +273,54 @@ impl EncoderConfig {
             embed_norm: false,
             final_norm: true,
             drop_class_token: false,
-        }
+        })
     }
 
     /// Width of the encoder's tokens and pooled vector.
     pub fn dim(&self) -> usize {
         match self {
-            EncoderConfig::TextTransformer { dim, .. }
-            | EncoderConfig::BagOfWords { dim, .. }
-            | EncoderConfig::Vit { dim, .. }
-            | EncoderConfig::Cnn { dim, .. }
-            | EncoderConfig::Audio { dim, .. }
-            | EncoderConfig::Video { dim, .. }
-            | EncoderConfig::Pointnet { dim, .. }
-            | EncoderConfig::PointTransformer { dim, .. }
-            | EncoderConfig::Sensor { dim, .. }
-            | EncoderConfig::Pretrained { dim, .. } => *dim,
+            EncoderConfig::TextTransformer(TextTransformerConfig { dim, .. })
+            | EncoderConfig::BagOfWords(BagOfWordsConfig { dim, .. })
+            | EncoderConfig::Vit(VitConfig { dim, .. })
+            | EncoderConfig::Cnn(CnnConfig { dim, .. })
+            | EncoderConfig::Audio(AudioConfig { dim, .. })
+            | EncoderConfig::Video(VideoConfig { dim, .. })
+            | EncoderConfig::Pointnet(PointnetConfig { dim, .. })
+            | EncoderConfig::PointTransformer(PointTransformerConfig { dim, .. })
+            | EncoderConfig::Sensor(SensorConfig { dim, .. })
+            | EncoderConfig::Pretrained(PretrainedConfig { dim, .. }) => *dim,
         }
     }
 
     /// The `kind` string.
     pub fn kind(&self) -> &'static str {
         match self {
-            EncoderConfig::TextTransformer { .. } => "text_transformer",
-            EncoderConfig::BagOfWords { .. } => "bag_of_words",
-            EncoderConfig::Vit { .. } => "vit",
-            EncoderConfig::Cnn { .. } => "cnn",
-            EncoderConfig::Audio { .. } => "audio",
-            EncoderConfig::Video { .. } => "video",
-            EncoderConfig::Pointnet { .. } => "pointnet",
-            EncoderConfig::PointTransformer { .. } => "point_transformer",
-            EncoderConfig::Sensor { .. } => "sensor",
-            EncoderConfig::Pretrained { .. } => "pretrained",
+            EncoderConfig::TextTransformer(_) => "text_transformer",
+            EncoderConfig::BagOfWords(_) => "bag_of_words",
+            EncoderConfig::Vit(_) => "vit",
+            EncoderConfig::Cnn(_) => "cnn",
+            EncoderConfig::Audio(_) => "audio",
+            EncoderConfig::Video(_) => "video",
+            EncoderConfig::Pointnet(_) => "pointnet",
+            EncoderConfig::PointTransformer(_) => "point_transformer",
+            EncoderConfig::Sensor(_) => "sensor",
+            EncoderConfig::Pretrained(_) => "pretrained",
         }
     }
 
     /// The modalities this kind reads.
     pub fn reads(&self) -> &'static [Modality] {
         match self {
-            EncoderConfig::TextTransformer { .. } | EncoderConfig::BagOfWords { .. } => {
-                &[Modality::Text]
-            }
-            EncoderConfig::Vit { .. } | EncoderConfig::Cnn { .. } => &[Modality::Image],
-            EncoderConfig::Audio { .. } => &[Modality::Audio],
-            EncoderConfig::Video { .. } => &[Modality::Video],
-            EncoderConfig::Pointnet { .. } | EncoderConfig::PointTransformer { .. } => {
+            EncoderConfig::TextTransformer(_) | EncoderConfig::BagOfWords(_) => &[Modality::Text],
+            EncoderConfig::Vit(_) | EncoderConfig::Cnn(_) => &[Modality::Image],
+            EncoderConfig::Audio(_) => &[Modality::Audio],
+            EncoderConfig::Video(_) => &[Modality::Video],
+            EncoderConfig::Pointnet(_) | EncoderConfig::PointTransformer(_) => {
                 &[Modality::PointCloud]
             }
-            EncoderConfig::Sensor { .. } => &[Modality::Sensor],
+            EncoderConfig::Sensor(_) => &[Modality::Sensor],
             // Which of the two a checkpoint gives is its family's say.
-            EncoderConfig::Pretrained { .. } => &[Modality::Text, Modality::Image],
+            EncoderConfig::Pretrained(_) => &[Modality::Text, Modality::Image],
         }
     }
 }
@@ -747,7 +578,7 @@ impl ArchConfig {
         // A relative checkpoint folder is the config file's neighbour.
         if let Some(base) = path.parent() {
             for e in cfg.encoders.values_mut() {
-                if let EncoderConfig::Pretrained { pretrained, .. } = e {
+                if let EncoderConfig::Pretrained(PretrainedConfig { pretrained, .. }) = e {
                     let rel = Path::new(pretrained.as_str());
                     if rel.is_relative() && base.join(rel).exists() {
                         *pretrained = base.join(rel).display().to_string();
@@ -770,12 +601,12 @@ impl ArchConfig {
     /// reference; a `dim` given in the config must match the checkpoint's.
     pub fn resolve_pretrained(&mut self) -> Result<()> {
         for (m, e) in self.encoders.iter_mut() {
-            if let EncoderConfig::Pretrained {
+            if let EncoderConfig::Pretrained(PretrainedConfig {
                 pretrained,
                 dim,
                 max_len,
                 ..
-            } = e
+            }) = e
             {
                 let dir = crate::pretrained::resolve_tower(pretrained)?;
                 let info = crate::pretrained::tower_info(&dir, *m)?;
@@ -828,7 +659,7 @@ impl ArchConfig {
                 }
                 Ok(())
             };
-            if let EncoderConfig::Pretrained { tower, .. } = e {
+            if let EncoderConfig::Pretrained(PretrainedConfig { tower, .. }) = e {
                 let wanted = match m {
                     Modality::Text => "text",
                     _ => "vision",
@@ -844,18 +675,18 @@ impl ArchConfig {
                 }
             }
             // A pretrained tower's width comes from its checkpoint.
-            if e.dim() == 0 && !matches!(e, EncoderConfig::Pretrained { .. }) {
+            if e.dim() == 0 && !matches!(e, EncoderConfig::Pretrained(_)) {
                 return Err(cfg_err(&format!("{key}.dim"), "must be positive"));
             }
             match e {
-                EncoderConfig::TextTransformer {
+                EncoderConfig::TextTransformer(TextTransformerConfig {
                     dim,
                     heads,
                     vocab_size,
                     max_len,
                     positions,
                     ..
-                } => {
+                }) => {
                     check_heads(*dim, *heads)?;
                     if *vocab_size == 0 || *max_len == 0 {
                         return Err(cfg_err(
@@ -870,14 +701,14 @@ impl ArchConfig {
                         ));
                     }
                 }
-                EncoderConfig::Vit {
+                EncoderConfig::Vit(VitConfig {
                     dim,
                     heads,
                     image_size,
                     patch_size,
                     block,
                     ..
-                } => {
+                }) => {
                     check_heads(*dim, *heads)?;
                     block.check(&format!("{key}.block"), *heads)?;
                     if *patch_size == 0 || image_size % patch_size != 0 {
@@ -887,13 +718,13 @@ impl ArchConfig {
                         ));
                     }
                 }
-                EncoderConfig::Video {
+                EncoderConfig::Video(VideoConfig {
                     dim,
                     heads,
                     image_size,
                     patch_size,
                     ..
-                } => {
+                }) => {
                     check_heads(*dim, *heads)?;
                     if *patch_size == 0 || image_size % patch_size != 0 {
                         return Err(cfg_err(
@@ -902,10 +733,13 @@ impl ArchConfig {
                         ));
                     }
                 }
-                EncoderConfig::Audio { dim, heads, .. }
-                | EncoderConfig::PointTransformer { dim, heads, .. }
-                | EncoderConfig::Sensor { dim, heads, .. } => check_heads(*dim, *heads)?,
-                EncoderConfig::Cnn { widths, .. } | EncoderConfig::Pointnet { widths, .. } => {
+                EncoderConfig::Audio(AudioConfig { dim, heads, .. })
+                | EncoderConfig::PointTransformer(PointTransformerConfig { dim, heads, .. })
+                | EncoderConfig::Sensor(SensorConfig { dim, heads, .. }) => {
+                    check_heads(*dim, *heads)?
+                }
+                EncoderConfig::Cnn(CnnConfig { widths, .. })
+                | EncoderConfig::Pointnet(PointnetConfig { widths, .. }) => {
                     if widths.is_empty() || widths.contains(&0) {
                         return Err(cfg_err(
                             &format!("{key}.widths"),
@@ -913,9 +747,9 @@ impl ArchConfig {
                         ));
                     }
                 }
-                EncoderConfig::BagOfWords {
+                EncoderConfig::BagOfWords(BagOfWordsConfig {
                     max_len, norm_eps, ..
-                } => {
+                }) => {
                     if *max_len == Some(0) {
                         return Err(cfg_err(&format!("{key}.max_len"), "must be positive"));
                     }
@@ -923,11 +757,11 @@ impl ArchConfig {
                         return Err(cfg_err(&format!("{key}.norm_eps"), "must be positive"));
                     }
                 }
-                EncoderConfig::Pretrained {
+                EncoderConfig::Pretrained(PretrainedConfig {
                     pretrained,
                     max_len,
                     ..
-                } => {
+                }) => {
                     if pretrained.trim().is_empty() {
                         return Err(cfg_err(
                             &format!("{key}.pretrained"),
@@ -939,7 +773,7 @@ impl ArchConfig {
                     }
                 }
             }
-            if let EncoderConfig::Sensor { kernel, .. } = e
+            if let EncoderConfig::Sensor(SensorConfig { kernel, .. }) = e
                 && kernel % 2 == 0
             {
                 return Err(cfg_err(
@@ -965,7 +799,12 @@ impl ArchConfig {
         // A pretrained tower's width is read from its checkpoint
         // (`resolve_pretrained`, run before a model is built); unresolved, it
         // is checked then.
-        let unresolved = |e: &EncoderConfig| matches!(e, EncoderConfig::Pretrained { dim: 0, .. });
+        let unresolved = |e: &EncoderConfig| {
+            matches!(
+                e,
+                EncoderConfig::Pretrained(PretrainedConfig { dim: 0, .. })
+            )
+        };
         let same_width = |what: &str| -> Result<()> {
             for (m, e) in &self.encoders {
                 if e.dim() != self.dim && !unresolved(e) {

@@ -3,6 +3,10 @@
 //! ×2 of every matmul, convolution and attention product; elementwise ops
 //! and norms are not counted).
 
+use crate::arch::encoders::{
+    AudioConfig, CnnConfig, PointTransformerConfig, PointnetConfig, PretrainedConfig, SensorConfig,
+    TextTransformerConfig, VideoConfig, VitConfig,
+};
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
@@ -27,18 +31,18 @@ fn block(t: usize, s: usize, d: usize, r: usize, cross: Option<(usize, usize)>) 
 /// `(tokens, flops)` of one sample through an encoder.
 pub fn encoder_cost(e: &EncoderConfig) -> (usize, u64) {
     match e {
-        EncoderConfig::TextTransformer {
+        EncoderConfig::TextTransformer(TextTransformerConfig {
             max_len,
             dim,
             layers,
             mlp_ratio,
             ..
-        } => (
+        }) => (
             *max_len,
             *layers as u64 * block(*max_len, *max_len, *dim, *mlp_ratio, None),
         ),
-        EncoderConfig::BagOfWords { .. } => (1, 0),
-        EncoderConfig::Vit {
+        EncoderConfig::BagOfWords(_) => (1, 0),
+        EncoderConfig::Vit(VitConfig {
             image_size,
             patch_size,
             channels,
@@ -46,7 +50,7 @@ pub fn encoder_cost(e: &EncoderConfig) -> (usize, u64) {
             layers,
             mlp_ratio,
             ..
-        } => {
+        }) => {
             let n = (image_size / patch_size).pow(2);
             let patch = 2 * (n * channels * patch_size * patch_size * dim) as u64;
             (
@@ -54,12 +58,12 @@ pub fn encoder_cost(e: &EncoderConfig) -> (usize, u64) {
                 patch + *layers as u64 * block(n + 1, n + 1, *dim, *mlp_ratio, None),
             )
         }
-        EncoderConfig::Cnn {
+        EncoderConfig::Cnn(CnnConfig {
             image_size,
             channels,
             widths,
             dim,
-        } => {
+        }) => {
             let (mut side, mut cin, mut f) = (*image_size, *channels, 0u64);
             for &w in widths {
                 side = side.div_ceil(2);
@@ -69,18 +73,18 @@ pub fn encoder_cost(e: &EncoderConfig) -> (usize, u64) {
             f += 2 * (side * side * cin * dim) as u64;
             (side * side, f)
         }
-        EncoderConfig::Audio {
+        EncoderConfig::Audio(AudioConfig {
             n_mels,
             max_frames,
             dim,
             layers,
             ..
-        } => {
+        }) => {
             let t = max_frames.div_ceil(2);
             let f = 2 * (dim * n_mels * 3 * max_frames + dim * dim * 3 * t) as u64;
             (t, f + *layers as u64 * block(t, t, *dim, 4, None))
         }
-        EncoderConfig::Video {
+        EncoderConfig::Video(VideoConfig {
             frames,
             image_size,
             patch_size,
@@ -90,7 +94,7 @@ pub fn encoder_cost(e: &EncoderConfig) -> (usize, u64) {
             temporal_layers,
             attention,
             ..
-        } => {
+        }) => {
             let n = (image_size / patch_size).pow(2);
             let patch = 2 * (n * channels * patch_size * patch_size * dim) as u64 * *frames as u64;
             match attention {
@@ -112,11 +116,11 @@ pub fn encoder_cost(e: &EncoderConfig) -> (usize, u64) {
                 }
             }
         }
-        EncoderConfig::Pointnet {
+        EncoderConfig::Pointnet(PointnetConfig {
             in_features,
             widths,
             dim,
-        } => {
+        }) => {
             let mut cin = *in_features;
             let mut f = 0u64;
             for &w in widths.iter().chain(std::iter::once(dim)) {
@@ -125,14 +129,14 @@ pub fn encoder_cost(e: &EncoderConfig) -> (usize, u64) {
             }
             (ASSUMED_POINTS, f)
         }
-        EncoderConfig::PointTransformer {
+        EncoderConfig::PointTransformer(PointTransformerConfig {
             in_features,
             groups,
             group_size,
             dim,
             layers,
             ..
-        } => {
+        }) => {
             let local = 2 * (groups * group_size * (in_features * dim + dim * dim)) as u64;
             let centre = 2 * (groups * (3 * dim + dim * dim)) as u64;
             (
@@ -141,15 +145,15 @@ pub fn encoder_cost(e: &EncoderConfig) -> (usize, u64) {
             )
         }
         // Not counted: the cost is the checkpoint's (see `describe`).
-        EncoderConfig::Pretrained { max_len, .. } => (max_len.unwrap_or(1), 0),
-        EncoderConfig::Sensor {
+        EncoderConfig::Pretrained(PretrainedConfig { max_len, .. }) => (max_len.unwrap_or(1), 0),
+        EncoderConfig::Sensor(SensorConfig {
             channels,
             max_len,
             dim,
             layers,
             kernel,
             ..
-        } => {
+        }) => {
             let conv = 2 * (dim * channels * kernel * max_len) as u64;
             (
                 *max_len,
@@ -314,7 +318,7 @@ pub fn describe(model: &MultimodalModel, depth: usize) -> String {
     if cfg.encoders.values().any(|e| {
         matches!(
             e,
-            EncoderConfig::Pointnet { .. } | EncoderConfig::PointTransformer { .. }
+            EncoderConfig::Pointnet(_) | EncoderConfig::PointTransformer(_)
         )
     }) {
         let _ = writeln!(s, "(point clouds counted at {ASSUMED_POINTS} points)");
@@ -322,7 +326,7 @@ pub fn describe(model: &MultimodalModel, depth: usize) -> String {
     if cfg
         .encoders
         .values()
-        .any(|e| matches!(e, EncoderConfig::Pretrained { .. }))
+        .any(|e| matches!(e, EncoderConfig::Pretrained(_)))
     {
         let _ = writeln!(s, "(pretrained towers not counted)");
     }

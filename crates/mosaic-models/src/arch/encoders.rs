@@ -6,7 +6,11 @@
 use candle_core::{D, DType, Tensor};
 use mosaic_core::{Modality, ModalityBatch};
 
-use crate::arch::config::{BlockOptions, EncoderConfig, Positions, VideoAttention};
+#[allow(unused_imports)]
+use crate::arch::config::{
+    BlockOptions, EncoderConfig, Positions, VideoAttention, four, is_default, is_false, is_true,
+    is_zero, three, yes,
+};
 use crate::encoder::{Encoder, Features};
 use crate::error::{Error, Result};
 use crate::nn::CheckpointMode;
@@ -15,6 +19,232 @@ use crate::nn::attention::patchify;
 use crate::nn::blocks::{BlockSpec, Embedding, PromptTokens, Transformer, key_bias, layer_norm};
 use crate::nn::params::{Init, ParamStore};
 use crate::nn::{Activation, LayerNorm, MultiHeadAttention, TransformerBlock, conv1d};
+use serde::{Deserialize, Serialize};
+
+// ---- The config of each encoder kind (`[encoders.<modality>]`, by `kind`). ----
+
+/// A pretrained checkpoint's tower ([`crate::pretrained::tower`]),
+/// loaded into the model's parameter store: trainable (fine-tuning,
+/// LoRA by name) or frozen (LiT). Tokens and pooled vector are the
+/// tower's own (a sentence-transformers model pools as it was trained).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PretrainedConfig {
+    /// A catalog asset (`minilm-l6-v2`, fetched on first use), a
+    /// checkpoint folder, or a hub id `org/name`. Also `checkpoint`.
+    #[serde(alias = "checkpoint")]
+    pub pretrained: String,
+    /// The tower of a two-tower checkpoint, `text` or `vision`
+    /// (default: the one the modality key names; must agree with it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tower: Option<String>,
+    /// Load without gradients (a locked tower, as in LiT).
+    #[serde(default)]
+    pub freeze: bool,
+    /// Width of tokens and pooled vector: read from the checkpoint
+    /// ([`ArchConfig::resolve_pretrained`]); a value given must match.
+    #[serde(default)]
+    pub dim: usize,
+    /// Longest text (text towers; default: the checkpoint's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_len: Option<usize>,
+}
+
+/// Token embedding + positions + transformer; pooled = mean over real tokens.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TextTransformerConfig {
+    /// Vocabulary.
+    pub vocab_size: usize,
+    /// Longest input.
+    pub max_len: usize,
+    /// Width.
+    pub dim: usize,
+    /// Layers.
+    pub layers: usize,
+    /// Heads.
+    pub heads: usize,
+    /// Learned or rotary positions.
+    #[serde(default)]
+    pub positions: Positions,
+    /// MLP width factor.
+    #[serde(default = "four")]
+    pub mlp_ratio: usize,
+    /// Pre-norm (true) or post-norm blocks.
+    #[serde(default = "yes")]
+    pub pre_norm: bool,
+}
+
+/// Mean of token embeddings over real tokens (tokens = the embeddings).
+/// With the optional keys it is BERT's embedding layer, `LayerNorm(word +
+/// type + position)`: the text side of models whose fusion owns the text
+/// layers (ViLT's single stream, BLIP's cross-attending text layers).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BagOfWordsConfig {
+    /// Vocabulary.
+    pub vocab_size: usize,
+    /// Width.
+    pub dim: usize,
+    /// Learned positions for inputs up to this length (none by default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_len: Option<usize>,
+    /// Rows of a token-type table; row 0 is added to every token
+    /// (Mosaic batches carry no segment ids). 0 = no table.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub type_vocab_size: usize,
+    /// Epsilon of a LayerNorm over the embeddings (none by default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub norm_eps: Option<f64>,
+}
+
+/// Vision transformer: patches + class token + learned positions.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VitConfig {
+    /// Input side.
+    pub image_size: usize,
+    /// Patch side.
+    pub patch_size: usize,
+    /// Input channels.
+    pub channels: usize,
+    /// Width.
+    pub dim: usize,
+    /// Layers.
+    pub layers: usize,
+    /// Heads.
+    pub heads: usize,
+    /// MLP width factor.
+    #[serde(default = "four")]
+    pub mlp_ratio: usize,
+    /// Block settings (eps, activation, ...).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub block: BlockOptions,
+    /// Bias on the patch projection (CLIP has none).
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub patch_bias: bool,
+    /// A LayerNorm on the embeddings before the first block (CLIP's
+    /// `pre_layrnorm`).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub embed_norm: bool,
+    /// The closing norm of the pre-norm stack (BLIP's `post_layernorm`);
+    /// off for a patch embedder (ViLT) or an intermediate layer's
+    /// features (LLaVA).
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub final_norm: bool,
+    /// Tokens are the patches only (LLaVA's `default` feature select);
+    /// the pooled vector stays the class token.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub drop_class_token: bool,
+}
+
+/// Convolutions (3×3, stride 2, ReLU) then a linear map of each position.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CnnConfig {
+    /// Input side (square images).
+    pub image_size: usize,
+    /// Input channels.
+    pub channels: usize,
+    /// Output channels per conv layer.
+    pub widths: Vec<usize>,
+    /// Token width.
+    pub dim: usize,
+}
+
+/// Log-mel spectrogram `[B, T, n_mels]`: two 1-D convolutions (the
+/// second with stride 2, GELU), learned positions, transformer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AudioConfig {
+    /// Mel bins.
+    pub n_mels: usize,
+    /// Longest input in frames.
+    pub max_frames: usize,
+    /// Width.
+    pub dim: usize,
+    /// Layers.
+    pub layers: usize,
+    /// Heads.
+    pub heads: usize,
+}
+
+/// Frames `[B, F, C, H, W]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VideoConfig {
+    /// Frames per clip.
+    pub frames: usize,
+    /// Frame side.
+    pub image_size: usize,
+    /// Patch side.
+    pub patch_size: usize,
+    /// Channels.
+    pub channels: usize,
+    /// Width.
+    pub dim: usize,
+    /// Spatial (factorized) or space–time (divided) layers.
+    pub layers: usize,
+    /// Temporal layers (factorized only).
+    #[serde(default)]
+    pub temporal_layers: usize,
+    /// Heads.
+    pub heads: usize,
+    /// Attention layout.
+    #[serde(default)]
+    pub attention: VideoAttention,
+}
+
+/// PointNet: a shared per-point MLP, max-pooled (masked) over points.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PointnetConfig {
+    /// Features per point (3 = xyz, 6 = xyz + normals/colours).
+    pub in_features: usize,
+    /// Hidden widths of the shared MLP.
+    pub widths: Vec<usize>,
+    /// Output width.
+    pub dim: usize,
+}
+
+/// Point groups (farthest-point centres, k nearest points), a mini
+/// PointNet per group, then a transformer over the groups.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PointTransformerConfig {
+    /// Features per point.
+    pub in_features: usize,
+    /// Groups.
+    pub groups: usize,
+    /// Points per group.
+    pub group_size: usize,
+    /// Width.
+    pub dim: usize,
+    /// Layers.
+    pub layers: usize,
+    /// Heads.
+    pub heads: usize,
+}
+
+/// Time series `[B, T, C]`: a 1-D convolution over time, sinusoidal
+/// time encodings, transformer; pooled = mean over real steps.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SensorConfig {
+    /// Channels.
+    pub channels: usize,
+    /// Longest series.
+    pub max_len: usize,
+    /// Width.
+    pub dim: usize,
+    /// Layers.
+    pub layers: usize,
+    /// Heads.
+    pub heads: usize,
+    /// Convolution width (odd).
+    #[serde(default = "three")]
+    pub kernel: usize,
+}
 
 /// Mean over positions with mask 1: `[B, T, D]`, `[B, T]` → `[B, D]`.
 pub fn masked_mean(x: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
@@ -136,14 +366,14 @@ impl ArchEncoder {
     pub fn build(p: &ParamStore, modality: Modality, cfg: &EncoderConfig) -> Result<Self> {
         let p = p.sub(&format!("encoders.{modality}"));
         Ok(match cfg {
-            EncoderConfig::TextTransformer { .. } => ArchEncoder::Text(TextEncoder::new(&p, cfg)?),
-            EncoderConfig::BagOfWords {
+            EncoderConfig::TextTransformer(c) => ArchEncoder::Text(TextEncoder::new(&p, c)?),
+            EncoderConfig::BagOfWords(BagOfWordsConfig {
                 vocab_size,
                 dim,
                 max_len,
                 type_vocab_size,
                 norm_eps,
-            } => ArchEncoder::Bag(BagEncoder {
+            }) => ArchEncoder::Bag(BagEncoder {
                 emb: Embedding::new(&p, "embed", *vocab_size, *dim)?,
                 pos: match max_len {
                     Some(n) => Some(p.get("pos", &[*n, *dim], Init::Normal(0.02))?),
@@ -160,18 +390,18 @@ impl ArchEncoder {
                 },
                 dim: *dim,
             }),
-            EncoderConfig::Vit { .. } => ArchEncoder::Vit(VitEncoder::new(&p, cfg)?),
-            EncoderConfig::Cnn { .. } => ArchEncoder::Cnn(CnnEncoder::new(&p, cfg)?),
-            EncoderConfig::Audio { .. } => ArchEncoder::Audio(AudioEncoder::new(&p, cfg)?),
-            EncoderConfig::Video { .. } => ArchEncoder::Video(VideoEncoder::new(&p, cfg)?),
-            EncoderConfig::Pointnet { .. } => ArchEncoder::PointNet(PointNetEncoder::new(&p, cfg)?),
-            EncoderConfig::PointTransformer { .. } => {
-                ArchEncoder::PointTransformer(PointTransformerEncoder::new(&p, cfg)?)
+            EncoderConfig::Vit(c) => ArchEncoder::Vit(VitEncoder::new(&p, c)?),
+            EncoderConfig::Cnn(c) => ArchEncoder::Cnn(CnnEncoder::new(&p, c)?),
+            EncoderConfig::Audio(c) => ArchEncoder::Audio(AudioEncoder::new(&p, c)?),
+            EncoderConfig::Video(c) => ArchEncoder::Video(VideoEncoder::new(&p, c)?),
+            EncoderConfig::Pointnet(c) => ArchEncoder::PointNet(PointNetEncoder::new(&p, c)?),
+            EncoderConfig::PointTransformer(c) => {
+                ArchEncoder::PointTransformer(PointTransformerEncoder::new(&p, c)?)
             }
-            EncoderConfig::Sensor { .. } => ArchEncoder::Sensor(SensorEncoder::new(&p, cfg)?),
-            EncoderConfig::Pretrained {
+            EncoderConfig::Sensor(c) => ArchEncoder::Sensor(SensorEncoder::new(&p, c)?),
+            EncoderConfig::Pretrained(PretrainedConfig {
                 pretrained, freeze, ..
-            } => {
+            }) => {
                 let dir = crate::pretrained::resolve_tower(pretrained)?;
                 let mode = if *freeze {
                     CheckpointMode::Frozen
@@ -239,8 +469,8 @@ pub struct TextEncoder {
 }
 
 impl TextEncoder {
-    fn new(p: &ParamStore, cfg: &EncoderConfig) -> Result<Self> {
-        let EncoderConfig::TextTransformer {
+    fn new(p: &ParamStore, cfg: &TextTransformerConfig) -> Result<Self> {
+        let TextTransformerConfig {
             vocab_size,
             max_len,
             dim,
@@ -249,10 +479,7 @@ impl TextEncoder {
             positions,
             mlp_ratio,
             pre_norm,
-        } = cfg
-        else {
-            unreachable!("TextEncoder::new with {}", cfg.kind())
-        };
+        } = cfg;
         let spec = BlockSpec {
             dim: *dim,
             heads: *heads,
@@ -422,8 +649,8 @@ impl Default for VitOptions {
 }
 
 impl VitEncoder {
-    fn new(p: &ParamStore, cfg: &EncoderConfig) -> Result<Self> {
-        let EncoderConfig::Vit {
+    fn new(p: &ParamStore, cfg: &VitConfig) -> Result<Self> {
+        let VitConfig {
             image_size,
             patch_size,
             channels,
@@ -436,10 +663,7 @@ impl VitEncoder {
             embed_norm,
             final_norm,
             drop_class_token,
-        } = cfg
-        else {
-            unreachable!("VitEncoder::new with {}", cfg.kind())
-        };
+        } = cfg;
         Self::build_with(
             p,
             [
@@ -606,16 +830,13 @@ pub struct CnnEncoder {
 }
 
 impl CnnEncoder {
-    fn new(p: &ParamStore, cfg: &EncoderConfig) -> Result<Self> {
-        let EncoderConfig::Cnn {
+    fn new(p: &ParamStore, cfg: &CnnConfig) -> Result<Self> {
+        let CnnConfig {
             image_size,
             channels,
             widths,
             dim,
-        } = cfg
-        else {
-            unreachable!("CnnEncoder::new with {}", cfg.kind())
-        };
+        } = cfg;
         let mut convs = Vec::new();
         let mut cin = *channels;
         for (i, &w) in widths.iter().enumerate() {
@@ -692,17 +913,14 @@ pub struct AudioEncoder {
 }
 
 impl AudioEncoder {
-    fn new(p: &ParamStore, cfg: &EncoderConfig) -> Result<Self> {
-        let EncoderConfig::Audio {
+    fn new(p: &ParamStore, cfg: &AudioConfig) -> Result<Self> {
+        let AudioConfig {
             n_mels,
             max_frames,
             dim,
             layers,
             heads,
-        } = cfg
-        else {
-            unreachable!("AudioEncoder::new with {}", cfg.kind())
-        };
+        } = cfg;
         Ok(AudioEncoder {
             conv1: conv_weight(p, "conv1", &[*dim, *n_mels, 3])?,
             conv2: conv_weight(p, "conv2", &[*dim, *dim, 3])?,
@@ -794,8 +1012,8 @@ pub struct VideoEncoder {
 }
 
 impl VideoEncoder {
-    fn new(p: &ParamStore, cfg: &EncoderConfig) -> Result<Self> {
-        let EncoderConfig::Video {
+    fn new(p: &ParamStore, cfg: &VideoConfig) -> Result<Self> {
+        let VideoConfig {
             frames,
             image_size,
             patch_size,
@@ -805,10 +1023,7 @@ impl VideoEncoder {
             temporal_layers,
             heads,
             attention,
-        } = cfg
-        else {
-            unreachable!("VideoEncoder::new with {}", cfg.kind())
-        };
+        } = cfg;
         let factorized = *attention == VideoAttention::Factorized;
         let frame = VitEncoder::build(
             &p.sub("frame"),
@@ -977,15 +1192,12 @@ pub struct PointNetEncoder {
 }
 
 impl PointNetEncoder {
-    fn new(p: &ParamStore, cfg: &EncoderConfig) -> Result<Self> {
-        let EncoderConfig::Pointnet {
+    fn new(p: &ParamStore, cfg: &PointnetConfig) -> Result<Self> {
+        let PointnetConfig {
             in_features,
             widths,
             dim,
-        } = cfg
-        else {
-            unreachable!("PointNetEncoder::new with {}", cfg.kind())
-        };
+        } = cfg;
         let mut layers = Vec::new();
         let mut cin = *in_features;
         for (i, &w) in widths.iter().chain(std::iter::once(dim)).enumerate() {
@@ -1094,18 +1306,15 @@ pub struct PointTransformerEncoder {
 }
 
 impl PointTransformerEncoder {
-    fn new(p: &ParamStore, cfg: &EncoderConfig) -> Result<Self> {
-        let EncoderConfig::PointTransformer {
+    fn new(p: &ParamStore, cfg: &PointTransformerConfig) -> Result<Self> {
+        let PointTransformerConfig {
             in_features,
             groups,
             group_size,
             dim,
             layers,
             heads,
-        } = cfg
-        else {
-            unreachable!("PointTransformerEncoder::new with {}", cfg.kind())
-        };
+        } = cfg;
         if *in_features < 3 || *groups == 0 || *group_size == 0 {
             return Err(Error::Config {
                 source_name: p.full(""),
@@ -1213,18 +1422,15 @@ pub struct SensorEncoder {
 }
 
 impl SensorEncoder {
-    fn new(p: &ParamStore, cfg: &EncoderConfig) -> Result<Self> {
-        let EncoderConfig::Sensor {
+    fn new(p: &ParamStore, cfg: &SensorConfig) -> Result<Self> {
+        let SensorConfig {
             channels,
             max_len,
             dim,
             layers,
             heads,
             kernel,
-        } = cfg
-        else {
-            unreachable!("SensorEncoder::new with {}", cfg.kind())
-        };
+        } = cfg;
         Ok(SensorEncoder {
             conv: conv_weight(p, "conv", &[*dim, *channels, *kernel])?,
             body: Transformer::new(p, "body", *layers, BlockSpec::new(*dim, *heads))?,

@@ -23,6 +23,7 @@
 //! # }
 //! ```
 
+use crate::arch::encoders::{BagOfWordsConfig, VitConfig};
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -444,17 +445,17 @@ pub fn vilt(dir: &Path) -> Result<Imported> {
         encoders: BTreeMap::from([
             (
                 Modality::Text,
-                EncoderConfig::BagOfWords {
+                EncoderConfig::BagOfWords(BagOfWordsConfig {
                     vocab_size: c.vocab_size,
                     dim: h,
                     max_len: Some(c.max_position_embeddings),
                     type_vocab_size: c.type_vocab_size,
                     norm_eps: Some(c.layer_norm_eps),
-                },
+                }),
             ),
             (
                 Modality::Image,
-                EncoderConfig::Vit {
+                EncoderConfig::Vit(VitConfig {
                     image_size: c.image_size,
                     patch_size: ps,
                     channels: ch,
@@ -467,7 +468,7 @@ pub fn vilt(dir: &Path) -> Result<Imported> {
                     embed_norm: false,
                     final_norm: false,
                     drop_class_token: false,
-                },
+                }),
             ),
         ]),
         fusion: FusionConfig::SingleStream {
@@ -706,17 +707,17 @@ pub fn blip_itm(dir: &Path) -> Result<Imported> {
         encoders: BTreeMap::from([
             (
                 Modality::Text,
-                EncoderConfig::BagOfWords {
+                EncoderConfig::BagOfWords(BagOfWordsConfig {
                     vocab_size: tc.vocab_size,
                     dim: th,
                     max_len: Some(tc.max_position_embeddings),
                     type_vocab_size: 0,
                     norm_eps: Some(tc.layer_norm_eps),
-                },
+                }),
             ),
             (
                 Modality::Image,
-                EncoderConfig::Vit {
+                EncoderConfig::Vit(VitConfig {
                     image_size: vc.image_size,
                     patch_size: ps,
                     channels: 3,
@@ -734,7 +735,7 @@ pub fn blip_itm(dir: &Path) -> Result<Imported> {
                     embed_norm: false,
                     final_norm: true,
                     drop_class_token: false,
-                },
+                }),
             ),
         ]),
         fusion: FusionConfig::CrossAttention {
@@ -1091,7 +1092,7 @@ pub fn llava(dir: &Path) -> Result<Imported> {
         dim: th,
         encoders: BTreeMap::from([(
             Modality::Image,
-            EncoderConfig::Vit {
+            EncoderConfig::Vit(VitConfig {
                 image_size: vc.image_size,
                 patch_size: ps,
                 channels: ch,
@@ -1109,7 +1110,7 @@ pub fn llava(dir: &Path) -> Result<Imported> {
                 embed_norm: true,
                 final_norm: false,
                 drop_class_token: drop_cls,
-            },
+            }),
         )]),
         fusion: FusionConfig::Generative {
             prefix: vec![Modality::Image],

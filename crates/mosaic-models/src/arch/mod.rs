@@ -10,5 +10,9 @@ pub mod import;
 pub mod model;
 
 pub use config::{ArchConfig, BlockOptions, EncoderConfig, FusionConfig, HeadConfig};
+pub use encoders::{
+    AudioConfig, BagOfWordsConfig, CnnConfig, PointTransformerConfig, PointnetConfig,
+    PretrainedConfig, SensorConfig, TextTransformerConfig, VideoConfig, VitConfig,
+};
 pub use fusion::Decoding;
 pub use model::{ModelOutput, MultimodalModel};
