@@ -80,7 +80,11 @@ fn supersense_splits_are_disjoint_balanced_and_repeatable() {
     assert!(classes.values().all(|&n| n == 20));
     let train_ids: BTreeSet<&String> = train.iter().map(|(i, _, _)| i).collect();
     assert!(eval.iter().all(|(i, _, _)| !train_ids.contains(i)));
-    assert!(train.iter().all(|(_, t, _)| t.contains(": ") && t.len() > 8));
+    assert!(
+        train
+            .iter()
+            .all(|(_, t, _)| t.contains(": ") && t.len() > 8)
+    );
     // Refuses to overwrite; with `force` the same seed gives the same files.
     assert!(import_wordnet_supersenses(&wordnet(), &out, &opts, false).is_err());
     let first = std::fs::read(out.join("train.jsonl")).unwrap();
@@ -89,8 +93,8 @@ fn supersense_splits_are_disjoint_balanced_and_repeatable() {
 
     // The default sizes keep the 24 classes with ≥ 240 synsets.
     let out = tmp.path().join("default");
-    let r = import_wordnet_supersenses(&wordnet(), &out, &SupersenseOptions::default(), false)
-        .unwrap();
+    let r =
+        import_wordnet_supersenses(&wordnet(), &out, &SupersenseOptions::default(), false).unwrap();
     assert_eq!(r.samples, 24 * 240);
     assert_eq!(r.skipped.len(), 2, "{:?}", r.skipped);
     assert!(r.skipped.iter().any(|s| s.contains("noun.motive")));

@@ -365,7 +365,10 @@ fn minilm_supersense_recipes_load_and_the_lora_one_trains() {
     )
     .unwrap_err()
     .to_string();
-    assert!(e.contains("optimizer.groups[0]") && e.contains("lr_scale"), "{e}");
+    assert!(
+        e.contains("optimizer.groups[0]") && e.contains("lr_scale"),
+        "{e}"
+    );
     let e = TrainConfig::load(&p, &["data.class_names=[\"a\"]".into()])
         .unwrap_err()
         .to_string();
