@@ -186,6 +186,14 @@ fn one_f64() -> f64 {
     1.0
 }
 
+/// The first key of `keys` that is set is an error with `why`.
+fn refuse_keys(keys: &[(&str, bool)], why: &str) -> Result<()> {
+    match keys.iter().find(|(_, set)| *set) {
+        Some((key, _)) => Err(cfg_err(key, why)),
+        None => Ok(()),
+    }
+}
+
 /// A training config.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -350,37 +358,28 @@ impl TrainConfig {
         }
         let d = &self.data;
         match d.source.as_str() {
-            "fashion_mnist" => {
-                for (key, set) in [
+            "fashion_mnist" => refuse_keys(
+                &[
                     ("data.train", d.train.is_some()),
                     ("data.eval", d.eval.is_some()),
                     ("data.tokenizer", d.tokenizer.is_some()),
                     ("data.class_names", d.class_names.is_some()),
                     ("data.image_mean", d.image_mean.is_some()),
                     ("data.image_std", d.image_std.is_some()),
-                ] {
-                    if set {
-                        return Err(cfg_err(key, "only used with `source = \"manifest\"`"));
-                    }
-                }
-            }
-            "wordnet_supersenses" => {
-                for (key, set) in [
+                ],
+                "only used with `source = \"manifest\"`",
+            )?,
+            "wordnet_supersenses" => refuse_keys(
+                &[
                     ("data.train", d.train.is_some()),
                     ("data.eval", d.eval.is_some()),
                     ("data.classes", d.classes.is_some()),
                     ("data.class_names", d.class_names.is_some()),
                     ("data.image_mean", d.image_mean.is_some()),
                     ("data.image_std", d.image_std.is_some()),
-                ] {
-                    if set {
-                        return Err(cfg_err(
-                            key,
-                            "not used with `source = \"wordnet_supersenses\"` (its splits and classes are fixed)",
-                        ));
-                    }
-                }
-            }
+                ],
+                "not used with `source = \"wordnet_supersenses\"` (its splits and classes are fixed)",
+            )?,
             "manifest" => {
                 if d.classes.is_some() {
                     return Err(cfg_err(
@@ -538,14 +537,12 @@ pub fn run(
             cfg.data.manifest()?
         } else {
             let dir = wordnet_supersenses(store, progress)?;
-            crate::manifest::ManifestData {
-                train: dir.join("train.jsonl"),
+            DataSection {
+                train: Some(dir.join("train.jsonl")),
                 eval: Some(dir.join("eval.jsonl")),
-                tokenizer: cfg.data.tokenizer.clone(),
-                classes: None,
-                image_mean: 0.5,
-                image_std: 0.5,
+                ..cfg.data.clone()
             }
+            .manifest()?
         };
         let mut task = crate::manifest::ManifestRun::new(
             &model,

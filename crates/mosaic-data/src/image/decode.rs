@@ -169,10 +169,12 @@ fn decode_jpeg_like_pillow(bytes: &[u8], name: &str) -> Result<Option<DynamicIma
     use mozjpeg::{ColorSpace, Decompress};
     let err = |m: String| Error::decode(name, "JPEG", m);
     // libjpeg fills a truncated scan with grey and only warns; Pillow
-    // refuses such a file, and so does this.
+    // refuses such a file, and so does this. Entropy-coded data stuffs
+    // every 0xFF, so the last SOS marker is the main image's last scan
+    // (an EXIF thumbnail's SOS and EOI come before it).
     let scan = bytes
         .windows(2)
-        .position(|w| w == [0xFF, 0xDA])
+        .rposition(|w| w == [0xFF, 0xDA])
         .ok_or_else(|| err("no image data (no SOS marker)".into()))?;
     if !bytes[scan..].windows(2).any(|w| w == [0xFF, 0xD9]) {
         return Err(err("the file is truncated (no end-of-image marker)".into()));

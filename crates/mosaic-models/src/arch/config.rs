@@ -229,12 +229,6 @@ pub enum EncoderConfig {
     Sensor(SensorConfig),
 }
 
-pub(crate) fn three() -> usize {
-    3
-}
-pub(crate) fn is_zero(v: &usize) -> bool {
-    *v == 0
-}
 pub(crate) fn is_true(v: &bool) -> bool {
     *v
 }

@@ -6,10 +6,9 @@
 use candle_core::{D, DType, Tensor};
 use mosaic_core::{Modality, ModalityBatch};
 
-#[allow(unused_imports)]
 use crate::arch::config::{
     BlockOptions, EncoderConfig, Positions, VideoAttention, four, is_default, is_false, is_true,
-    is_zero, three, yes,
+    yes,
 };
 use crate::encoder::{Encoder, Features};
 use crate::error::{Error, Result};
@@ -22,6 +21,13 @@ use crate::nn::{Activation, LayerNorm, MultiHeadAttention, TransformerBlock, con
 use serde::{Deserialize, Serialize};
 
 // ---- The config of each encoder kind (`[encoders.<modality>]`, by `kind`). ----
+
+fn three() -> usize {
+    3
+}
+fn is_zero(v: &usize) -> bool {
+    *v == 0
+}
 
 /// A pretrained checkpoint's tower ([`crate::pretrained::tower`]),
 /// loaded into the model's parameter store: trainable (fine-tuning,
