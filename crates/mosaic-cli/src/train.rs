@@ -27,6 +27,9 @@ pub struct TrainArgs {
 pub fn run_cli(args: TrainArgs, store: &AssetStore) -> Result<()> {
     let cfg = TrainConfig::load(&args.train_config, &args.overrides)?;
     let s = run(&cfg, store, args.resume, !args.quiet)?;
+    if !s.initial_eval.is_empty() {
+        println!("before training: {:?}", s.initial_eval);
+    }
     println!(
         "trained {} steps in {:.1} s; final loss {:.4}; last evaluation {:?}; checkpoint {}",
         s.losses.len(),

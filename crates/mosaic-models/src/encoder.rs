@@ -98,12 +98,16 @@ impl Encoder for SentenceEncoder {
     }
 }
 
-/// CLIP's text tower + projection as an [`Encoder`] (pooled = projected
-/// end-of-text token).
+/// CLIP's text tower in the joint embedding space as an [`Encoder`]:
+/// pooled = the projected end-of-text token (`text_embeds`), tokens = every
+/// token through the same projection ([`ClipModel::text_joint`]), so both
+/// have the projection's width and a fusion module can read either.
 #[derive(Debug, Clone)]
 pub struct ClipTextEncoder(pub Arc<ClipModel>);
 
-/// CLIP's vision tower + projection as an [`Encoder`].
+/// CLIP's vision tower in the joint embedding space as an [`Encoder`]:
+/// pooled = `image_embeds`, tokens = every post-LayerNormed token through
+/// the visual projection (token 0 is the pooled one).
 #[derive(Debug, Clone)]
 pub struct ClipVisionEncoder(pub Arc<ClipModel>);
 
@@ -112,15 +116,14 @@ impl Encoder for ClipTextEncoder {
         Modality::Text
     }
     fn token_dim(&self) -> usize {
-        self.0.config().text_config.hidden_size
+        self.0.config().projection_dim
     }
     fn pooled_dim(&self) -> usize {
         self.0.config().projection_dim
     }
     fn encode(&self, batch: &ModalityBatch) -> Result<Features> {
         let (ids, mask) = text_inputs(batch)?;
-        let (tokens, _) = self.0.text_features(&ids, Some(&mask))?;
-        let pooled = self.0.text_embeds(&ids, Some(&mask))?;
+        let (tokens, pooled) = self.0.text_joint(&ids, Some(&mask))?;
         Ok(Features {
             tokens,
             mask: Some(mask),
@@ -134,18 +137,17 @@ impl Encoder for ClipVisionEncoder {
         Modality::Image
     }
     fn token_dim(&self) -> usize {
-        self.0.config().vision_config.hidden_size
+        self.0.config().projection_dim
     }
     fn pooled_dim(&self) -> usize {
         self.0.config().projection_dim
     }
     fn encode(&self, batch: &ModalityBatch) -> Result<Features> {
-        let px = image_inputs(batch)?;
-        let (tokens, _) = self.0.vision_features(px)?;
+        let (tokens, pooled) = self.0.vision_joint(image_inputs(batch)?)?;
         Ok(Features {
             tokens,
             mask: None,
-            pooled: self.0.image_embeds(px)?,
+            pooled,
         })
     }
 }

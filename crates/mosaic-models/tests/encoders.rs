@@ -57,12 +57,30 @@ fn clip_towers_as_encoders_match_transformers() {
     let direct = clip
         .text_embeds(&t["input_ids"], Some(&t["attention_mask"]))
         .unwrap();
-    assert_eq!(max_abs(&f.pooled, &direct), 0.0);
+    assert!(max_abs(&f.pooled, &direct) <= 1e-6);
+    // Tokens live in the joint space too: the end-of-text token's row is
+    // the pooled embedding.
+    assert_eq!(f.tokens.dim(2).unwrap(), text.token_dim());
+    assert_eq!(text.token_dim(), text.pooled_dim());
+    let ids: Vec<Vec<u32>> = t["input_ids"]
+        .to_dtype(DType::U32)
+        .unwrap()
+        .to_vec2()
+        .unwrap();
+    let eos = clip.config().text_config.eos_token_id;
+    for (i, row) in ids.iter().enumerate() {
+        let pos = row.iter().position(|&v| v == eos).unwrap();
+        let tok = f.tokens.get(i).unwrap().get(pos).unwrap();
+        assert!(max_abs(&tok, &f.pooled.get(i).unwrap()) <= 1e-6);
+    }
     let v = vision.encode(&batch(&t["pixel_values"], None)).unwrap();
     assert_eq!(v.tokens.dim(2).unwrap(), vision.token_dim());
-    assert_eq!(
-        max_abs(&v.pooled, &clip.image_embeds(&t["pixel_values"]).unwrap()),
-        0.0
+    assert!(max_abs(&v.pooled, &clip.image_embeds(&t["pixel_values"]).unwrap()) <= 1e-6);
+    assert!(
+        max_abs(
+            &v.tokens.narrow(1, 0, 1).unwrap().squeeze(1).unwrap(),
+            &v.pooled
+        ) <= 1e-6
     );
     // Pixels given to the text tower: a clear error, not a panic.
     let e = text

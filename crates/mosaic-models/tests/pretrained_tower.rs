@@ -232,11 +232,11 @@ fn bad_pretrained_references_are_named() {
 
     let clip = fixtures().join("vision/clip_tiny");
     let e = build_err(&format!(
-        "[encoders.image]\nkind = \"pretrained\"\npretrained = \"{}\"\n",
+        "[encoders.audio]\nkind = \"pretrained\"\npretrained = \"{}\"\n",
         clip.display()
     ));
     assert!(
-        e.contains("`clip` gives no image tower") && e.contains("supported towers"),
+        e.contains("`clip` gives no audio tower") && e.contains("supported towers"),
         "{e}"
     );
 
@@ -303,4 +303,104 @@ fn pretrained_widths_are_checked_once_read_from_the_checkpoint() {
         e.contains("encoders.image.dim") && e.contains("32 differs from the model dim 384"),
         "{e}"
     );
+}
+
+/// Both towers of the transformers-written tiny CLIP, in the joint space,
+/// compared without new projections and with the checkpoint's own
+/// temperature.
+fn clip_dual_encoder(head_extra: &str) -> std::result::Result<MultimodalModel, String> {
+    let clip = fixtures().join("vision/clip_tiny");
+    let toml = format!(
+        r#"
+name = "clip-towers"
+seed = 0
+dim = 512
+
+[encoders.image]
+pretrained = "{clip}"
+
+[encoders.text]
+pretrained = "{clip}"
+
+[fusion]
+kind = "late"
+
+[heads.clip]
+kind = "contrastive"
+modalities = ["image", "text"]
+{head_extra}
+"#,
+        clip = clip.display()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("arch.toml");
+    std::fs::write(&f, toml).unwrap();
+    let cfg = ArchConfig::from_file(&f).map_err(|e| e.to_string())?;
+    MultimodalModel::from_config(&cfg, DType::F32, &Device::Cpu).map_err(|e| e.to_string())
+}
+
+#[test]
+fn a_clip_checkpoint_is_both_towers_of_a_trainable_dual_encoder() {
+    let model =
+        clip_dual_encoder("project = false\nlogit_scale = \"encoders.image.logit_scale\"").unwrap();
+    let io: std::collections::HashMap<String, Tensor> = mosaic_core::formats::load_tensors(
+        &fixtures().join("vision/tiny_io.safetensors"),
+        &Device::Cpu,
+    )
+    .unwrap()
+    .into_iter()
+    .collect();
+    let mut b = Batch::new(vec!["a".into(), "b".into()]);
+    let mask = io["attention_mask"].to_dtype(DType::U8).unwrap();
+    b.insert(
+        Modality::Text,
+        ModalityBatch::new(io["input_ids"].clone(), Some(mask), vec![true; 2]).unwrap(),
+    )
+    .unwrap();
+    b.insert(
+        Modality::Image,
+        ModalityBatch::new(io["pixel_values"].clone(), None, vec![true; 2]).unwrap(),
+    )
+    .unwrap();
+    let out = model.forward(&b).unwrap();
+    // At step 0 the model is the checkpoint: transformers' logits.
+    let d = max_abs(&out.heads["clip"], &io["clip/logits_per_image"]);
+    assert!(d <= 1e-4, "logits_per_image differ by {d}");
+    assert!(model.params().vars().keys().all(|k| !k.starts_with("heads.")));
+    // Every part trains: both towers and the shared temperature.
+    let loss = out.heads["clip"]
+        .log_sum_exp(1)
+        .unwrap()
+        .sum_all()
+        .unwrap();
+    let grads = loss.backward().unwrap();
+    let vars = model.params().vars();
+    for name in [
+        "encoders.image.vision_model.embeddings.patch_embedding.weight",
+        "encoders.image.visual_projection.weight",
+        "encoders.image.logit_scale",
+        "encoders.text.text_model.embeddings.token_embedding.weight",
+        "encoders.text.text_projection.weight",
+    ] {
+        let v = vars.get(name).unwrap_or_else(|| panic!("no var {name}"));
+        let g = grads.get(v.as_tensor()).unwrap_or_else(|| panic!("no grad {name}"));
+        let n = g.abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
+        assert!(n > 0.0, "zero gradient at {name}");
+    }
+
+    // With projections (the default) the head is new: other logits.
+    let projected = clip_dual_encoder("dim = 16").unwrap();
+    let d = max_abs(
+        &projected.forward(&b).unwrap().heads["clip"],
+        &io["clip/logits_per_image"],
+    );
+    assert!(d > 1e-3);
+
+    // Misfits are named.
+    let e = clip_dual_encoder("project = false\ndim = 16").unwrap_err();
+    assert!(e.contains("heads.clip.dim") && e.contains("512"), "{e}");
+    let e = clip_dual_encoder("project = false\nlogit_scale = \"encoders.image.nope\"").unwrap_err();
+    assert!(e.contains("heads.clip.logit_scale") && e.contains("encoders.image.nope"), "{e}");
+    let e = clip_dual_encoder("dim = 0").unwrap_err();
+    assert!(e.contains("heads.clip.dim"), "{e}");
 }

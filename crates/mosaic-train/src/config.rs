@@ -57,6 +57,10 @@ pub struct RunSection {
     /// Global gradient-norm clip.
     #[serde(default)]
     pub grad_clip: Option<f64>,
+    /// Evaluate the model as built, before the first step (the baseline a
+    /// fine-tune is measured against; step 0 in metrics.jsonl).
+    #[serde(default)]
+    pub eval_at_start: bool,
 }
 
 fn twenty() -> usize {
@@ -526,6 +530,7 @@ pub fn run(
         steps: cfg.run.steps,
         log_every: cfg.run.log_every.max(1),
         eval_every: cfg.run.eval_every,
+        eval_at_start: cfg.run.eval_at_start,
         checkpoint_every: cfg.run.checkpoint_every,
         grad_clip: cfg.run.grad_clip,
         best_metric: best,

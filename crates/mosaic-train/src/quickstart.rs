@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 use candle_core::{D, DType, Device, Tensor};
 use mosaic_core::assets::{AssetStore, FetchOptions};
 use mosaic_core::{Batch, Modality, ModalityBatch};
+use mosaic_data::image::ImageProcessor;
 use mosaic_data::text::{Padding, TextConfig, TextTokenizer};
 use mosaic_models::arch::config::{EncoderConfig, FusionConfig, HeadConfig, Positions};
 use mosaic_models::arch::{ArchConfig, MultimodalModel};
@@ -206,6 +207,8 @@ pub fn image_text_config(vocab: usize, max_len: usize) -> ArchConfig {
                 modalities: vec![Modality::Image, Modality::Text],
                 dim: 64,
                 init_temperature: 0.07,
+                project: true,
+                logit_scale: None,
             },
         )]),
     }
@@ -215,6 +218,12 @@ pub fn image_text_config(vocab: usize, max_len: usize) -> ArchConfig {
 /// batches of the chosen classes, a template per sample chosen by
 /// `(seed, step, position)`, evaluation = zero-shot accuracy on the test
 /// images of those classes (prompt ensembling over all templates).
+///
+/// Config-built towers read the `[-1, 1]` grey images and MiniLM's
+/// WordPiece ids; a pretrained tower (`encoders.* = { pretrained = … }`)
+/// reads what it was trained on: its own tokenizer's ids, and its image
+/// processor's pixels of the image as RGB (grey replicated, as Pillow's
+/// `convert("RGB")` does).
 pub struct ImageTextRun<'a> {
     model: &'a MultimodalModel,
     data: &'a FashionMnist,
@@ -225,6 +234,42 @@ pub struct ImageTextRun<'a> {
     batch: usize,
     seed: u64,
     micro: usize,
+    /// The pretrained image tower's preprocessing, if it has one.
+    image_processor: Option<ImageProcessor>,
+    /// Preprocessed evaluation images (made on first evaluation).
+    test_pixels: Option<Tensor>,
+}
+
+/// The checkpoint folder of the model's pretrained `modality` tower.
+fn pretrained_tower(model: &MultimodalModel, modality: Modality) -> Result<Option<PathBuf>> {
+    match model.config().encoders.get(&modality) {
+        Some(EncoderConfig::Pretrained(c)) => Ok(Some(
+            mosaic_models::pretrained::resolve_tower(&c.pretrained)?,
+        )),
+        _ => Ok(None),
+    }
+}
+
+/// `[N, 1, 28, 28]` images in `[-1, 1]` → the processor's `[N, 3, H, W]`.
+fn preprocess_grey(processor: &ImageProcessor, images: &Tensor) -> Result<Tensor> {
+    let (n, _, h, w) = images.dims4()?;
+    let px: Vec<f32> = images.flatten_all()?.to_vec1()?;
+    let rgb: Vec<image::RgbImage> = (0..n)
+        .map(|i| {
+            let grey = &px[i * h * w..(i + 1) * h * w];
+            // Exact inverse of `v / 127.5 - 1` for the 256 byte values.
+            let bytes = grey
+                .iter()
+                .flat_map(|&v| {
+                    let b = ((v + 1.0) * 127.5).round().clamp(0.0, 255.0) as u8;
+                    [b, b, b]
+                })
+                .collect();
+            image::RgbImage::from_raw(w as u32, h as u32, bytes)
+                .expect("w·h·3 bytes")
+        })
+        .collect();
+    Ok(processor.preprocess_batch(&rgb)?)
 }
 
 impl<'a> ImageTextRun<'a> {
@@ -240,7 +285,32 @@ impl<'a> ImageTextRun<'a> {
         seed: u64,
         micro: usize,
     ) -> Result<Self> {
-        let tok = minilm_tokenizer(store, false)?;
+        let tok = match pretrained_tower(model, Modality::Text)? {
+            Some(dir) => {
+                let max_len = match model.config().encoders.get(&Modality::Text) {
+                    Some(EncoderConfig::Pretrained(c)) => c.max_len,
+                    _ => None,
+                };
+                TextTokenizer::from_file(
+                    &dir.join("tokenizer.json"),
+                    TextConfig {
+                        max_length: max_len,
+                        padding: Padding::Longest,
+                        add_special_tokens: true,
+                    },
+                )?
+            }
+            None => minilm_tokenizer(store, false)?,
+        };
+        let image_processor = match pretrained_tower(model, Modality::Image)? {
+            Some(dir) => Some(ImageProcessor::from_pretrained(&dir).map_err(|e| {
+                Error::InvalidInput {
+                    what: format!("the image tower {}", dir.display()),
+                    message: format!("its image processor: {e}"),
+                }
+            })?),
+            None => None,
+        };
         let train_idx: Vec<u32> = (0..data.labels.len() as u32)
             .filter(|&i| classes.contains(&data.labels[i as usize]))
             .collect();
@@ -260,6 +330,8 @@ impl<'a> ImageTextRun<'a> {
             batch,
             seed,
             micro: micro.max(1),
+            image_processor,
+            test_pixels: None,
         })
     }
 }
@@ -277,7 +349,10 @@ impl Task for ImageTextRun<'_> {
             .map(|&k| self.train_idx[k as usize])
             .collect();
         let it = Tensor::new(idx.as_slice(), &Device::Cpu)?;
-        let images = self.data.images.index_select(&it, 0)?;
+        let mut images = self.data.images.index_select(&it, 0)?;
+        if let Some(p) = &self.image_processor {
+            images = preprocess_grey(p, &images)?;
+        }
         // Caption row: the sample's class with a template chosen by (seed, step, i).
         let rows: Vec<u32> = idx
             .iter()
@@ -309,7 +384,15 @@ impl Task for ImageTextRun<'_> {
             .filter(|&i| self.classes.contains(&self.test.labels[i as usize]))
             .collect();
         let it = Tensor::new(keep.as_slice(), &Device::Cpu)?;
-        let images = self.test.images.index_select(&it, 0)?;
+        let images = match (&self.image_processor, &self.test_pixels) {
+            (None, _) => self.test.images.index_select(&it, 0)?,
+            (Some(_), Some(px)) => px.clone(),
+            (Some(p), None) => {
+                let px = preprocess_grey(p, &self.test.images.index_select(&it, 0)?)?;
+                self.test_pixels = Some(px.clone());
+                px
+            }
+        };
         let labels: Vec<u32> = keep.iter().map(|&i| self.test.labels[i as usize]).collect();
         let ce = class_embeddings(self.model, &self.captions, CLASSES.len(), "clip")?;
         let rows = Tensor::new(self.classes.as_slice(), &Device::Cpu)?;
@@ -428,6 +511,7 @@ pub fn run(opts: &QuickstartOptions, store: &AssetStore) -> Result<QuickstartRep
             steps: opts.steps,
             log_every: 20,
             eval_every: (opts.steps / 4).max(1),
+            eval_at_start: false,
             checkpoint_every: (opts.steps / 4).max(1),
             grad_clip: Some(1.0),
             best_metric: Some("zero_shot_accuracy".into()),
@@ -579,6 +663,7 @@ impl Tower {
                 steps,
                 log_every: 20,
                 eval_every: 0,
+                eval_at_start: false,
                 checkpoint_every: 0,
                 grad_clip: Some(1.0),
                 best_metric: None,

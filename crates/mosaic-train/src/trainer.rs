@@ -54,6 +54,11 @@ pub struct TrainerOptions {
     /// Evaluate every N steps (0: only at the end).
     #[serde(default)]
     pub eval_every: usize,
+    /// Also evaluate before the first step of a fresh run (step 0 in
+    /// metrics.jsonl, [`TrainSummary::initial_eval`]): the baseline a
+    /// fine-tune improves on.
+    #[serde(default)]
+    pub eval_at_start: bool,
     /// Checkpoint every N steps (0: only at the end).
     #[serde(default)]
     pub checkpoint_every: usize,
@@ -146,6 +151,8 @@ pub struct TrainerState {
 pub struct TrainSummary {
     /// Loss per step (whole run, resumed steps included).
     pub losses: Vec<f64>,
+    /// Evaluation before the first step (`eval_at_start` on a fresh run).
+    pub initial_eval: BTreeMap<String, f64>,
     /// Last evaluation.
     pub last_eval: BTreeMap<String, f64>,
     /// Best metric value and step.
@@ -345,6 +352,20 @@ impl Trainer {
             indicatif::ProgressBar::hidden()
         };
         let mut last_eval = BTreeMap::new();
+        let mut initial_eval = BTreeMap::new();
+        if self.options.eval_at_start && state.step == 0 {
+            initial_eval = task.evaluate(0)?;
+            if !initial_eval.is_empty() {
+                write_record(&MetricRecord {
+                    step: 0,
+                    loss: None,
+                    lr: None,
+                    grad_norm: None,
+                    steps_per_sec: None,
+                    eval: initial_eval.clone(),
+                })?;
+            }
+        }
         let mut last_log = std::time::Instant::now();
         let mut last_log_step = state.step;
         let mut final_dir = self.checkpoint_dir(state.step);
@@ -458,6 +479,7 @@ impl Trainer {
         bar.finish();
         crate::plot::loss_curve(&out.join("loss.png"), &state.losses)?;
         Ok(TrainSummary {
+            initial_eval,
             losses: state.losses,
             last_eval,
             best: state.best,

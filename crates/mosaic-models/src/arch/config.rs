@@ -458,11 +458,24 @@ pub enum HeadConfig {
     Contrastive {
         /// The two modalities.
         modalities: Vec<Modality>,
-        /// Joint width.
+        /// Joint width (with `project = false`: 0 or the towers' width).
+        #[serde(default)]
         dim: usize,
-        /// Initial temperature (CLIP: 0.07).
+        /// Initial temperature (CLIP: 0.07); unused when `logit_scale`
+        /// names a parameter.
         #[serde(default = "temp")]
         init_temperature: f64,
+        /// Project each side into the joint space (a new linear layer per
+        /// modality on the fusion's per-modality vector). `false` compares
+        /// the encoders' pooled vectors as they are: the joint space of a
+        /// pretrained dual encoder (CLIP, SigLIP), kept at step 0.
+        #[serde(default = "yes", skip_serializing_if = "is_true")]
+        project: bool,
+        /// The name of an existing scalar parameter to use as the log
+        /// inverse temperature instead of a new one, e.g. a CLIP
+        /// checkpoint's `encoders.image.logit_scale`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        logit_scale: Option<String>,
     },
     /// Classes from the fused vector.
     Classifier {
@@ -978,6 +991,8 @@ impl ArchConfig {
                     modalities,
                     dim,
                     init_temperature,
+                    project,
+                    logit_scale,
                 } => {
                     if modalities.len() != 2 || modalities[0] == modalities[1] {
                         return Err(cfg_err(
@@ -988,11 +1003,38 @@ impl ArchConfig {
                     for m in modalities {
                         need(m, &format!("{key}.modalities"))?;
                     }
-                    if *dim == 0 || *init_temperature <= 0.0 {
+                    if *project && *dim == 0 {
+                        return Err(cfg_err(&format!("{key}.dim"), "must be positive"));
+                    }
+                    if logit_scale.is_none() && *init_temperature <= 0.0 {
                         return Err(cfg_err(
-                            &format!("{key}.dim"),
-                            "dim and init_temperature must be positive",
+                            &format!("{key}.init_temperature"),
+                            "must be positive",
                         ));
+                    }
+                    if !*project {
+                        // Both sides are compared as the encoders give them.
+                        let widths: Vec<usize> =
+                            modalities.iter().map(|m| self.encoders[m].dim()).collect();
+                        let resolved = modalities.iter().all(|m| !unresolved(&self.encoders[m]));
+                        if resolved && widths[0] != widths[1] {
+                            return Err(cfg_err(
+                                &format!("{key}.project"),
+                                format!(
+                                    "false compares the pooled vectors directly, but {} gives {} and {} gives {}",
+                                    modalities[0], widths[0], modalities[1], widths[1]
+                                ),
+                            ));
+                        }
+                        if resolved && *dim != 0 && *dim != widths[0] {
+                            return Err(cfg_err(
+                                &format!("{key}.dim"),
+                                format!(
+                                    "{dim}, but without a projection the joint width is the encoders' {}",
+                                    widths[0]
+                                ),
+                            ));
+                        }
                     }
                     if matches!(self.fusion, FusionConfig::Generative { .. }) {
                         return Err(cfg_err(

@@ -233,6 +233,7 @@ pub fn fusion_cost(cfg: &ArchConfig) -> u64 {
 
 fn head_cost(cfg: &ArchConfig, h: &HeadConfig) -> u64 {
     match h {
+        HeadConfig::Contrastive { project: false, .. } => 0,
         HeadConfig::Contrastive {
             modalities, dim, ..
         } => modalities

@@ -760,6 +760,8 @@ pub fn blip_itm(dir: &Path) -> Result<Imported> {
                     modalities: vec![Modality::Image, Modality::Text],
                     dim: ith,
                     init_temperature: 1.0,
+                    project: true,
+                    logit_scale: None,
                 },
             ),
         ]),

@@ -19,13 +19,14 @@ use crate::pretrained::bert::l2_normalize;
 /// A built head.
 #[derive(Debug, Clone)]
 pub enum Head {
-    /// Two projections and a learnable log inverse temperature.
+    /// Two projections (or none) and a learnable log inverse temperature.
     Contrastive {
         /// The two modalities.
         modalities: [Modality; 2],
-        /// Projections from each modality's pooled features.
-        proj: [Linear; 2],
-        /// `log(1 / temperature)`, scalar.
+        /// Projections from each modality's pooled features; `None`
+        /// compares the encoders' pooled vectors as they are.
+        proj: Option<[Linear; 2]>,
+        /// `log(1 / temperature)`, `[1]`.
         logit_scale: Tensor,
     },
     /// Linear classifier on the fused vector.
@@ -88,6 +89,8 @@ impl MultimodalModel {
                     modalities,
                     dim,
                     init_temperature,
+                    project,
+                    logit_scale,
                 } => {
                     let proj_in = |m: &Modality| match &fusion {
                         // Late / gated fusion already project to the model dim.
@@ -98,27 +101,45 @@ impl MultimodalModel {
                         }
                         _ => config.encoders[m].dim(),
                     };
-                    Head::Contrastive {
-                        modalities: [modalities[0], modalities[1]],
-                        proj: [
-                            s.linear(
-                                &format!("proj.{}", modalities[0]),
-                                proj_in(&modalities[0]),
-                                *dim,
-                                false,
-                            )?,
-                            s.linear(
-                                &format!("proj.{}", modalities[1]),
-                                proj_in(&modalities[1]),
-                                *dim,
-                                false,
-                            )?,
-                        ],
-                        logit_scale: s.get(
+                    let proj = if *project {
+                        let side = |m: &Modality| {
+                            s.linear(&format!("proj.{m}"), proj_in(m), *dim, false)
+                        };
+                        Some([side(&modalities[0])?, side(&modalities[1])?])
+                    } else {
+                        None
+                    };
+                    let logit_scale = match logit_scale {
+                        // Shared by name, e.g. a CLIP checkpoint's own.
+                        Some(shared) => {
+                            let key = format!("heads.{name}.logit_scale");
+                            let t = params.existing(shared).ok_or_else(|| Error::Config {
+                                source_name: config.name.clone(),
+                                message: format!(
+                                    "key `{key}`: no parameter `{shared}` in the model (a checkpoint's is `encoders.<modality>.logit_scale`)"
+                                ),
+                            })?;
+                            if t.elem_count() != 1 {
+                                return Err(Error::Config {
+                                    source_name: config.name.clone(),
+                                    message: format!(
+                                        "key `{key}`: `{shared}` has shape {:?}, not a scalar",
+                                        t.dims()
+                                    ),
+                                });
+                            }
+                            t.reshape(1)?
+                        }
+                        None => s.get(
                             "logit_scale",
                             &[1],
                             Init::Constant((1.0 / init_temperature).ln()),
                         )?,
+                    };
+                    Head::Contrastive {
+                        modalities: [modalities[0], modalities[1]],
+                        proj,
+                        logit_scale,
                     }
                 }
                 HeadConfig::Classifier { classes } => {
@@ -200,20 +221,24 @@ impl MultimodalModel {
                 } => {
                     let side = |i: usize| -> Result<Tensor> {
                         let m = modalities[i];
-                        let v = match fused.per_modality.get(&m) {
-                            Some(v) => v.clone(),
-                            None => {
-                                features.get(&m).map(|f| f.pooled.clone()).ok_or_else(|| {
-                                    Error::InvalidInput {
-                                        what: format!("head `{name}`"),
-                                        message: format!(
-                                            "modality `{m}` is missing from the batch"
-                                        ),
-                                    }
-                                })?
-                            }
+                        let pooled = || {
+                            features.get(&m).map(|f| f.pooled.clone()).ok_or_else(|| {
+                                Error::InvalidInput {
+                                    what: format!("head `{name}`"),
+                                    message: format!("modality `{m}` is missing from the batch"),
+                                }
+                            })
                         };
-                        l2_normalize(&proj[i].forward(&v)?)
+                        match proj {
+                            Some(proj) => {
+                                let v = match fused.per_modality.get(&m) {
+                                    Some(v) => v.clone(),
+                                    None => pooled()?,
+                                };
+                                l2_normalize(&proj[i].forward(&v)?)
+                            }
+                            None => l2_normalize(&pooled()?),
+                        }
                     };
                     let (a, b) = (side(0)?, side(1)?);
                     let logits = a.matmul(&b.t()?)?.broadcast_mul(&logit_scale.exp()?)?;
@@ -294,6 +319,9 @@ impl MultimodalModel {
                     modalities[0], modalities[1]
                 ),
             })?;
+        let Some(proj) = proj else {
+            return l2_normalize(&f.pooled);
+        };
         let v = match &self.fusion {
             Fusion::Late { proj: p } | Fusion::Gated { proj: p, .. } => {
                 p[&modality].forward(&f.pooled)?

@@ -249,6 +249,19 @@ impl ParamStore {
                 .is_some_and(|(i, rel)| inner.checkpoints[i].weights.contains(&rel))
     }
 
+    /// The parameter `name` (under this prefix) if a module already made it,
+    /// trainable or frozen: for sharing one tensor by name (a contrastive
+    /// head using a checkpoint's temperature).
+    pub fn existing(&self, name: &str) -> Option<Tensor> {
+        let full = self.full(name);
+        let inner = self.lock();
+        inner
+            .vars
+            .get(&full)
+            .map(|v| v.as_tensor().clone())
+            .or_else(|| inner.frozen.get(&full).cloned())
+    }
+
     /// What the names under this prefix are read from, for error messages:
     /// the checkpoint's file, else `parameter store`.
     pub fn source(&self) -> String {

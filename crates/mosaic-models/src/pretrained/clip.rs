@@ -269,6 +269,38 @@ impl ClipModel {
         &self.vision
     }
 
+    /// The text tower in the joint embedding space, from one forward:
+    /// `(tokens [B,T,P], embeds [B,P])`, every final-LayerNormed token
+    /// through `text_projection`; `embeds` (the end-of-text token's row)
+    /// is [`ClipModel::text_embeds`].
+    pub fn text_joint(
+        &self,
+        input_ids: &Tensor,
+        attention_mask: Option<&Tensor>,
+    ) -> Result<(Tensor, Tensor)> {
+        let (tokens, pooled) = self.text_features(input_ids, attention_mask)?;
+        Ok((
+            self.text_proj.forward(&tokens)?,
+            self.text_proj.forward(&pooled)?,
+        ))
+    }
+
+    /// The vision tower in the joint embedding space, from one forward:
+    /// `(tokens [B,1+N,P], embeds [B,P])`, every token through the
+    /// post-LayerNorm and `visual_projection`, so token 0 is
+    /// [`ClipModel::image_embeds`].
+    pub fn vision_joint(&self, pixels: &Tensor) -> Result<(Tensor, Tensor)> {
+        let x = self.vision.hidden_state(pixels, self.vision.layers.len())?;
+        let norm = self.vision.post_norm.as_ref().ok_or_else(|| Error::Weight {
+            checkpoint: "vision tower".into(),
+            name: "post_layernorm.weight".into(),
+            message: "missing; the projected tokens need it".into(),
+        })?;
+        let tokens = self.visual_proj.forward(&norm.forward(&x)?)?;
+        let embeds = tokens.narrow(1, 0, 1)?.squeeze(1)?;
+        Ok((tokens, embeds))
+    }
+
     /// Projected text embeddings `[B, P]` (not normalised).
     pub fn text_embeds(
         &self,

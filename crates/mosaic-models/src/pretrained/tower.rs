@@ -13,8 +13,13 @@ use std::sync::Arc;
 use mosaic_core::Modality;
 use serde_json::Value;
 
-use super::{BlipModel, EfficientNetLite, ResNetModel, SentenceEncoder, SiglipModel, VitModel};
-use crate::encoder::{BlipVisionEncoder, Encoder, SiglipTextEncoder, SiglipVisionEncoder};
+use super::{
+    BlipModel, ClipModel, EfficientNetLite, ResNetModel, SentenceEncoder, SiglipModel, VitModel,
+};
+use crate::encoder::{
+    BlipVisionEncoder, ClipTextEncoder, ClipVisionEncoder, Encoder, SiglipTextEncoder,
+    SiglipVisionEncoder,
+};
 use crate::error::{Error, Result};
 use crate::nn::{CheckpointMode, ParamStore};
 
@@ -24,6 +29,7 @@ pub const SUPPORTED_TOWERS: &[&str] = &[
     "vit: image",
     "resnet: image",
     "efficientnet-lite (.pth): image",
+    "clip: image, text",
     "siglip: image, text",
     "blip: image",
 ];
@@ -159,18 +165,29 @@ pub fn tower_info(dir: &Path, modality: Modality) -> Result<TowerInfo> {
             let max_len = usize_at(&c, &["text_config", "max_position_embeddings"], dir)?;
             Ok(info(hidden, Some(max_len)))
         }
-        ("clip", _) => Err(unsupported(
-            dir,
-            &fam,
-            modality,
-            " (its towers' tokens and projected pooled vector differ in width; use the clip zero-shot and retrieval paths)",
+        // Both CLIP towers work in the joint embedding space (tokens and
+        // pooled through the projection; see `ClipTextEncoder`).
+        ("clip", Modality::Image) => Ok(info(
+            usize_at(&config_json(dir)?, &["projection_dim"], dir)?,
+            None,
         )),
+        ("clip", Modality::Text) => {
+            let c = config_json(dir)?;
+            Ok(info(
+                usize_at(&c, &["projection_dim"], dir)?,
+                Some(usize_at(
+                    &c,
+                    &["text_config", "max_position_embeddings"],
+                    dir,
+                )?),
+            ))
+        }
         _ => Err(unsupported(dir, &fam, modality, "")),
     }
 }
 
 /// Loads the `modality` tower of the checkpoint `dir` into `store` (at its
-/// prefix), trainable or frozen. Two-tower checkpoints (SigLIP) load whole;
+/// prefix), trainable or frozen. Two-tower checkpoints (CLIP, SigLIP) load whole;
 /// the other tower's parameters are then never read by the forward.
 pub fn load_tower(
     dir: &Path,
@@ -196,6 +213,10 @@ pub fn load_tower(
         }
         ("vit", _) => Arc::new(VitModel::load(dir, store, mode)?),
         ("resnet", _) => Arc::new(ResNetModel::load(dir, store, mode)?),
+        ("clip", Modality::Image) => Arc::new(ClipVisionEncoder(Arc::new(ClipModel::load(
+            dir, store, mode,
+        )?))),
+        ("clip", _) => Arc::new(ClipTextEncoder(Arc::new(ClipModel::load(dir, store, mode)?))),
         ("siglip", Modality::Image) => Arc::new(SiglipVisionEncoder(Arc::new(SiglipModel::load(
             dir, store, mode,
         )?))),
