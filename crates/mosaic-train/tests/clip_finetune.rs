@@ -65,7 +65,8 @@ fn the_clip_checkpoint_inside_a_model_matches_transformers_zero_shot() {
 
     // transformers' pixels → the model's image side: the same embeddings.
     let px = &io["pixel_values"];
-    let mut b = Batch::new(Vec::new());
+    let ids: Vec<String> = (0..px.dim(0).unwrap()).map(|i| i.to_string()).collect();
+    let mut b = Batch::new(ids);
     b.insert(
         Modality::Image,
         ModalityBatch::new(px.clone(), None, vec![true; px.dim(0).unwrap()]).unwrap(),
@@ -110,8 +111,8 @@ fn the_clip_fine_tuning_recipe_trains_both_towers_and_the_temperature() {
             "run.eval_every=0".into(),
             "run.checkpoint_every=0".into(),
             "schedule.warmup_steps=1".into(),
-            // One class keeps the (debug-build) evaluation short.
-            "data.classes=[7]".into(),
+            // Two classes keep the (debug-build) evaluation short.
+            "data.classes=[5, 7]".into(),
         ],
     )
     .unwrap();
