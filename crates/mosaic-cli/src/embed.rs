@@ -105,7 +105,7 @@ pub fn run(args: EmbedArgs, store: &AssetStore) -> Result<()> {
             let flat: Vec<f32> = rows.iter().flatten().copied().collect();
             mosaic_core::atomic::write_bytes_atomic(
                 out,
-                &mosaic_data::sensor::npy_bytes_f32(&[rows.len(), encoder.dim()], &flat),
+                &mosaic_core::formats::npy::npy_bytes_f32(&[rows.len(), encoder.dim()], &flat),
             )?;
             eprintln!(
                 "wrote {} embeddings of size {} to {}",

@@ -76,7 +76,7 @@ fn embed_matches_sentence_transformers_and_writes_every_format() {
             .collect();
     assert_eq!(st["embeddings"].dims(), &[real.len(), 384]);
     let npy = std::fs::read(dir.path().join("e.npy")).unwrap();
-    let (shape, values) = mosaic_data::sensor::read_npy(&npy, "e.npy").unwrap();
+    let (shape, values) = mosaic_core::formats::npy::read_npy(&npy, "e.npy").unwrap();
     assert_eq!(shape, vec![real.len(), 384]);
     assert!((values[0] as f32 - want[0][0]).abs() < 1e-5);
     // Bad input: an empty file.

@@ -60,7 +60,7 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
         ("pcd", b"VERSION 0.7\nFIELDS x y z\nSIZE 4 4 4\nTYPE F F F\nCOUNT 1 1 1\nWIDTH 2\nHEIGHT 1\nPOINTS 2\nDATA ascii\n1 2 3\n4 5 6\n".to_vec()),
         ("xyz", b"x,y,z\n1,2,3\n4,5,6\n".to_vec()),
         ("csv", b"t,a,b\n0,1,2\n0.1,3,4\n0.2,5,6\n".to_vec()),
-        ("npy", mosaic_data::sensor::npy_bytes_f32(&[2, 2], &[0.0, 1.0, 1.0, 2.0])),
+        ("npy", mosaic_core::formats::npy::npy_bytes_f32(&[2, 2], &[0.0, 1.0, 1.0, 2.0])),
         ("jsonl", br#"{"id":"a","image":"x.png","labels":["c"],"timestamps":[{"start":0,"end":1}]}"#.to_vec()),
         ("srt", b"1\n00:00:01,000 --> 00:00:02,000\nHello\n\n2\n00:00:02,500 --> 00:00:03,000\nBye\n".to_vec()),
         ("idx", vec![0, 0, 8, 1, 0, 0, 0, 3, 1, 2, 3]),

@@ -183,7 +183,7 @@ pub fn read_embeddings(path: &Path, name: Option<&str>) -> Result<(Vec<f32>, usi
         std::fs::read(path).map_err(|e| Error::file(path, None, format!("cannot read: {e}")))?;
     let shown = path.display().to_string();
     if bytes.starts_with(b"\x93NUMPY") {
-        let (shape, vals) = mosaic_data::sensor::read_npy(&bytes, &shown)?;
+        let (shape, vals) = mosaic_core::formats::npy::read_npy(&bytes, &shown)?;
         if shape.len() != 2 {
             return Err(Error::file(
                 path,

@@ -1,11 +1,13 @@
 //! Readers for the weight formats published checkpoints come in, all in
 //! Rust: safetensors (single and sharded), PyTorch `.pth`/`.bin` (zip and
-//! legacy pickle) and CTranslate2 `model.bin`.
+//! legacy pickle) and CTranslate2 `model.bin`; and NumPy `.npy` arrays
+//! ([`npy`]), which sensor streams and embedding files use.
 //!
 //! Each reader gives the tensor table ([`TensorInfo`]: name, dtype, shape)
 //! without loading data, and loads tensors into candle on request.
 
 pub mod ct2;
+pub mod npy;
 pub mod pickle;
 pub mod pth;
 pub mod safetensors;
