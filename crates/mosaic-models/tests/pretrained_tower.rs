@@ -366,13 +366,15 @@ fn a_clip_checkpoint_is_both_towers_of_a_trainable_dual_encoder() {
     // At step 0 the model is the checkpoint: transformers' logits.
     let d = max_abs(&out.heads["clip"], &io["clip/logits_per_image"]);
     assert!(d <= 1e-4, "logits_per_image differ by {d}");
-    assert!(model.params().vars().keys().all(|k| !k.starts_with("heads.")));
+    assert!(
+        model
+            .params()
+            .vars()
+            .keys()
+            .all(|k| !k.starts_with("heads."))
+    );
     // Every part trains: both towers and the shared temperature.
-    let loss = out.heads["clip"]
-        .log_sum_exp(1)
-        .unwrap()
-        .sum_all()
-        .unwrap();
+    let loss = out.heads["clip"].log_sum_exp(1).unwrap().sum_all().unwrap();
     let grads = loss.backward().unwrap();
     let vars = model.params().vars();
     for name in [
@@ -383,8 +385,16 @@ fn a_clip_checkpoint_is_both_towers_of_a_trainable_dual_encoder() {
         "encoders.text.text_projection.weight",
     ] {
         let v = vars.get(name).unwrap_or_else(|| panic!("no var {name}"));
-        let g = grads.get(v.as_tensor()).unwrap_or_else(|| panic!("no grad {name}"));
-        let n = g.abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
+        let g = grads
+            .get(v.as_tensor())
+            .unwrap_or_else(|| panic!("no grad {name}"));
+        let n = g
+            .abs()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
         assert!(n > 0.0, "zero gradient at {name}");
     }
 
@@ -399,8 +409,12 @@ fn a_clip_checkpoint_is_both_towers_of_a_trainable_dual_encoder() {
     // Misfits are named.
     let e = clip_dual_encoder("project = false\ndim = 99").unwrap_err();
     assert!(e.contains("heads.clip.dim") && e.contains("16"), "{e}");
-    let e = clip_dual_encoder("project = false\nlogit_scale = \"encoders.image.nope\"").unwrap_err();
-    assert!(e.contains("heads.clip.logit_scale") && e.contains("encoders.image.nope"), "{e}");
+    let e =
+        clip_dual_encoder("project = false\nlogit_scale = \"encoders.image.nope\"").unwrap_err();
+    assert!(
+        e.contains("heads.clip.logit_scale") && e.contains("encoders.image.nope"),
+        "{e}"
+    );
     let e = clip_dual_encoder("dim = 0").unwrap_err();
     assert!(e.contains("heads.clip.dim"), "{e}");
 }

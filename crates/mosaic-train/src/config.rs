@@ -9,9 +9,10 @@
 //! (WordNet noun definitions labelled by supersense, imported on first use
 //! into `$MOSAIC_HOME/datasets/`) run as a manifest.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use candle_core::{DType, Device};
+use candle_core::{DType, Device, Tensor, Var};
 use mosaic_core::assets::AssetStore;
 use mosaic_models::arch::{ArchConfig, MultimodalModel};
 use serde::{Deserialize, Serialize};
@@ -20,7 +21,8 @@ use crate::error::{Error, Result};
 use crate::optim::{OptimizerKind, ParamGroupBuilder, build_optimizer, check_learning_rate};
 use crate::quickstart::{CLASSES, ImageTextRun};
 use crate::schedule::{Schedule, ScheduleKind};
-use crate::trainer::{TrainSummary, Trainer, TrainerOptions};
+use crate::strategy::Ewc;
+use crate::trainer::{Task, TrainSummary, Trainer, TrainerOptions};
 
 fn cfg_err(key: &str, message: impl Into<String>) -> Error {
     Error::Config {
@@ -85,6 +87,39 @@ pub struct ModelSection {
     /// true` in its encoder config) to train only them there.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lora: Option<LoraSection>,
+    /// Elastic weight consolidation: a penalty on moving the parameters
+    /// that mattered, `λ/2 · Σ F (θ - θ*)²`, added to every step's loss.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ewc: Option<EwcSection>,
+}
+
+/// `[model.ewc]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EwcSection {
+    /// Penalty weight λ.
+    pub lambda: f64,
+    /// Parameter-name patterns (module prefixes or `*` globs) to anchor,
+    /// e.g. `["encoders.text"]` for a pretrained tower (default: every
+    /// trainable parameter).
+    #[serde(default)]
+    pub patterns: Vec<String>,
+    /// Fisher diagonal and anchors written by an earlier run (its
+    /// `ewc.safetensors`, relative to this config's folder): classic EWC,
+    /// remembering that run's task. Without it the Fisher is estimated
+    /// before the first step on this run's own batches, anchored at the
+    /// weights as loaded (the pretrained checkpoint), so fine-tuning keeps
+    /// what the checkpoint knew where it matters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fisher: Option<PathBuf>,
+    /// Batches for the estimate (default 16; small batches estimate
+    /// better, see [`crate::strategy::Ewc::estimate_fisher`]).
+    #[serde(default = "sixteen")]
+    pub fisher_batches: usize,
+}
+
+fn sixteen() -> usize {
+    16
 }
 
 /// `[model.lora]`.
@@ -278,6 +313,11 @@ impl TrainConfig {
                 *p = folder.join(&*p);
             }
         }
+        if let Some(f) = cfg.model.ewc.as_mut().and_then(|e| e.fisher.as_mut())
+            && f.is_relative()
+        {
+            *f = folder.join(&*f);
+        }
         if cfg.model.arch.is_relative() {
             cfg.model.arch = path
                 .parent()
@@ -305,6 +345,17 @@ impl TrainConfig {
                 "run.batch_size",
                 "must be at least 2 (contrastive batches)",
             ));
+        }
+        if let Some(e) = &self.model.ewc {
+            if !(e.lambda.is_finite() && e.lambda >= 0.0) {
+                return Err(cfg_err(
+                    "model.ewc.lambda",
+                    format!("must be a finite number ≥ 0, got {}", e.lambda),
+                ));
+            }
+            if e.fisher_batches == 0 {
+                return Err(cfg_err("model.ewc.fisher_batches", "must be at least 1"));
+            }
         }
         if r.accumulation_steps == 0 {
             return Err(cfg_err("run.accumulation_steps", "must be at least 1"));
@@ -569,7 +620,7 @@ pub fn run(
             })
         });
         let mut trainer = Trainer::new(model.params().clone(), optimizer, schedule, options(best))?;
-        return trainer.run(&mut task, resume);
+        return run_task(cfg, &vars, &mut trainer, &mut task, resume);
     }
     let (train, test) = crate::quickstart::fashion_mnist(store, progress)?;
     let classes: Vec<u32> = cfg
@@ -593,5 +644,114 @@ pub fn run(
         schedule,
         options(Some("zero_shot_accuracy".into())),
     )?;
-    trainer.run(&mut task, resume)
+    run_task(cfg, &vars, &mut trainer, &mut task, resume)
+}
+
+/// A task with the EWC penalty added to every micro-batch's loss (the
+/// trainer averages micro-batch gradients, so each carries it whole).
+struct WithEwc<'a> {
+    inner: &'a mut dyn Task,
+    ewc: Ewc,
+    vars: BTreeMap<String, Var>,
+}
+
+impl Task for WithEwc<'_> {
+    fn loss(&mut self, step: usize, micro: usize) -> Result<Tensor> {
+        Ok((self.inner.loss(step, micro)? + self.ewc.penalty(&self.vars)?)?)
+    }
+    fn micro_batches(&self) -> usize {
+        self.inner.micro_batches()
+    }
+    fn evaluate(&mut self, step: usize) -> Result<BTreeMap<String, f64>> {
+        self.inner.evaluate(step)
+    }
+}
+
+/// The EWC state of `[model.ewc]`: read from an earlier run's file, or
+/// estimated now (before any step, so a resumed run estimates the same
+/// Fisher at the same loaded weights) on the task's first batches. Written
+/// to the run folder's `ewc.safetensors` either way, so the next task can
+/// remember this one's starting point.
+fn ewc_state(
+    cfg: &TrainConfig,
+    section: &EwcSection,
+    vars: &BTreeMap<String, Var>,
+    task: &mut dyn Task,
+) -> Result<(Ewc, BTreeMap<String, Var>)> {
+    let key = |e: Error| match e {
+        Error::Config { message, .. } => cfg_err("model.ewc.patterns", message),
+        other => other,
+    };
+    let anchored = if section.patterns.is_empty() {
+        vars.clone()
+    } else {
+        crate::strategy::select(vars, &section.patterns).map_err(key)?
+    };
+    let ewc = match &section.fisher {
+        Some(path) => {
+            let device = anchored
+                .values()
+                .next()
+                .map(|v| v.device().clone())
+                .unwrap_or(Device::Cpu);
+            let loaded = Ewc::load(path, section.lambda, &device)?;
+            // Only the entries the patterns name (a new head is not in an
+            // earlier run's file, an old one may not be in this model).
+            let keep = |n: &String| anchored.contains_key(n);
+            let fisher: BTreeMap<String, Tensor> = loaded
+                .fisher()
+                .iter()
+                .filter(|(n, _)| keep(n))
+                .map(|(n, t)| (n.clone(), t.clone()))
+                .collect();
+            if fisher.is_empty() {
+                return Err(cfg_err(
+                    "model.ewc.fisher",
+                    format!(
+                        "{} anchors none of the parameters `model.ewc.patterns` selects",
+                        path.display()
+                    ),
+                ));
+            }
+            let anchors = loaded.anchor().clone();
+            let mut ewc = Ewc::new(&anchored, fisher, section.lambda)?;
+            ewc.set_anchors(&anchors)?;
+            ewc
+        }
+        None => {
+            let k = task.micro_batches().max(1);
+            Ewc::from_task(
+                &anchored,
+                section.fisher_batches,
+                |i| task.loss(i / k, i % k),
+                section.lambda,
+            )?
+        }
+    };
+    std::fs::create_dir_all(&cfg.run.out_dir)
+        .map_err(|e| Error::Core(Box::new(mosaic_core::Error::io(&cfg.run.out_dir, e))))?;
+    ewc.save(&cfg.run.out_dir.join("ewc.safetensors"))?;
+    Ok((ewc, anchored))
+}
+
+/// Runs `task`, through the EWC penalty when `[model.ewc]` is set.
+fn run_task(
+    cfg: &TrainConfig,
+    vars: &BTreeMap<String, Var>,
+    trainer: &mut Trainer,
+    task: &mut dyn Task,
+    resume: bool,
+) -> Result<TrainSummary> {
+    match &cfg.model.ewc {
+        None => trainer.run(task, resume),
+        Some(section) => {
+            let (ewc, anchored) = ewc_state(cfg, section, vars, task)?;
+            let mut with = WithEwc {
+                inner: task,
+                ewc,
+                vars: anchored,
+            };
+            trainer.run(&mut with, resume)
+        }
+    }
 }

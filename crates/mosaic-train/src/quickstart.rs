@@ -243,9 +243,9 @@ pub struct ImageTextRun<'a> {
 /// The checkpoint folder of the model's pretrained `modality` tower.
 fn pretrained_tower(model: &MultimodalModel, modality: Modality) -> Result<Option<PathBuf>> {
     match model.config().encoders.get(&modality) {
-        Some(EncoderConfig::Pretrained(c)) => Ok(Some(
-            mosaic_models::pretrained::resolve_tower(&c.pretrained)?,
-        )),
+        Some(EncoderConfig::Pretrained(c)) => Ok(Some(mosaic_models::pretrained::resolve_tower(
+            &c.pretrained,
+        )?)),
         _ => Ok(None),
     }
 }
@@ -265,8 +265,7 @@ fn preprocess_grey(processor: &ImageProcessor, images: &Tensor) -> Result<Tensor
                     [b, b, b]
                 })
                 .collect();
-            image::RgbImage::from_raw(w as u32, h as u32, bytes)
-                .expect("w·h·3 bytes")
+            image::RgbImage::from_raw(w as u32, h as u32, bytes).expect("w·h·3 bytes")
         })
         .collect();
     Ok(processor.preprocess_batch(&rgb)?)
@@ -302,15 +301,16 @@ impl<'a> ImageTextRun<'a> {
             }
             None => minilm_tokenizer(store, false)?,
         };
-        let image_processor = match pretrained_tower(model, Modality::Image)? {
-            Some(dir) => Some(ImageProcessor::from_pretrained(&dir).map_err(|e| {
-                Error::InvalidInput {
-                    what: format!("the image tower {}", dir.display()),
-                    message: format!("its image processor: {e}"),
-                }
-            })?),
-            None => None,
-        };
+        let image_processor =
+            match pretrained_tower(model, Modality::Image)? {
+                Some(dir) => Some(ImageProcessor::from_pretrained(&dir).map_err(|e| {
+                    Error::InvalidInput {
+                        what: format!("the image tower {}", dir.display()),
+                        message: format!("its image processor: {e}"),
+                    }
+                })?),
+                None => None,
+            };
         let train_idx: Vec<u32> = (0..data.labels.len() as u32)
             .filter(|&i| classes.contains(&data.labels[i as usize]))
             .collect();

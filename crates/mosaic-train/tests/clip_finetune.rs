@@ -95,7 +95,10 @@ fn the_clip_checkpoint_inside_a_model_matches_transformers_zero_shot() {
     let mut task = ImageTextRun::new(&model, &first, &first, &store, &classes, 8, 0, 1).unwrap();
     let acc = task.evaluate(0).unwrap()["zero_shot_accuracy"];
     let want = meta["accuracy"].as_f64().unwrap();
-    assert_eq!(acc, want, "zero-shot accuracy {acc} vs transformers' {want}");
+    assert_eq!(
+        acc, want,
+        "zero-shot accuracy {acc} vs transformers' {want}"
+    );
 }
 
 #[test]
@@ -147,7 +150,9 @@ fn the_clip_fine_tuning_recipe_trains_both_towers_and_the_temperature() {
         ),
         ("encoders.image.logit_scale", "logit_scale"),
     ] {
-        let now = saved.get(name).unwrap_or_else(|| panic!("{name} not saved"));
+        let now = saved
+            .get(name)
+            .unwrap_or_else(|| panic!("{name} not saved"));
         let d = max_abs(
             &now.flatten_all().unwrap(),
             &original[orig].flatten_all().unwrap(),

@@ -392,3 +392,142 @@ fn minilm_supersense_recipes_load_and_the_lora_one_trains() {
     let acc = s.last_eval["accuracy_supersense"];
     assert!((0.0..=1.0).contains(&acc), "{acc}");
 }
+
+/// `[model.ewc]`: the Fisher is estimated before the first step at the
+/// loaded weights and written to the run folder; a large λ holds the
+/// anchored encoder near those weights while the head still learns; a
+/// later run reads the file; resuming reproduces the losses; bad keys are
+/// named.
+#[test]
+fn ewc_in_a_training_config_holds_the_anchored_parameters() {
+    let tmp = tempfile::tempdir().unwrap();
+    write_manifest(tmp.path(), "train", 48, 0);
+    write_manifest(tmp.path(), "eval", 12, 1000);
+    let arch = format!("{IMAGE_CNN}\n[fusion]\nkind = \"early\"\nhidden = 32\nlayers = 1\n");
+    let head = "[heads.shape]\nkind = \"classifier\"\nclasses = 3\n";
+    let cfg_path = write_config(tmp.path(), &arch, head, 20, "");
+    let assets = store(tmp.path());
+    let start: std::collections::HashMap<String, candle_core::Tensor> = {
+        let a = mosaic_models::arch::ArchConfig::from_file(&tmp.path().join("arch.toml")).unwrap();
+        let m = mosaic_models::arch::MultimodalModel::from_config(
+            &a,
+            candle_core::DType::F32,
+            &candle_core::Device::Cpu,
+        )
+        .unwrap();
+        m.params().tensors().into_iter().collect()
+    };
+    let encoder_moved = |dir: &Path| -> f32 {
+        let latest = std::fs::read_to_string(dir.join("checkpoints/latest")).unwrap();
+        let saved = mosaic_core::formats::load_tensors(
+            &dir.join("checkpoints")
+                .join(latest.trim())
+                .join("model.safetensors"),
+            &candle_core::Device::Cpu,
+        )
+        .unwrap();
+        saved
+            .iter()
+            .filter(|(n, _)| n.starts_with("encoders.image"))
+            .map(|(n, t)| {
+                (t - &start[n])
+                    .unwrap()
+                    .sqr()
+                    .unwrap()
+                    .sum_all()
+                    .unwrap()
+                    .to_scalar::<f32>()
+                    .unwrap()
+            })
+            .sum()
+    };
+    let run_with = |out: &str, extra: &[&str]| {
+        let mut o = vec![format!(
+            "run.out_dir=\"{}\"",
+            tmp.path().join(out).display()
+        )];
+        o.extend(extra.iter().map(|s| s.to_string()));
+        let cfg = TrainConfig::load(&cfg_path, &o).unwrap();
+        run(&cfg, &assets, false, false).unwrap()
+    };
+    let plain = run_with("plain", &[]);
+    let held = run_with(
+        "ewc",
+        &["model.ewc={ lambda = 1e6, patterns = [\"encoders.image\"], fisher_batches = 4 }"],
+    );
+    let (d_plain, d_held) = (
+        encoder_moved(&tmp.path().join("plain")),
+        encoder_moved(&tmp.path().join("ewc")),
+    );
+    assert!(
+        d_held < 0.5 * d_plain,
+        "EWC moved the encoder {d_held}, plain training {d_plain}"
+    );
+    assert!(held.losses.iter().all(|l| l.is_finite()));
+    let file = tmp.path().join("ewc/ewc.safetensors");
+    let names: Vec<String> = mosaic_core::formats::load_tensors(&file, &candle_core::Device::Cpu)
+        .unwrap()
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    assert!(
+        names.iter().all(|n| n.contains("encoders.image")),
+        "{names:?}"
+    );
+    assert!(names.iter().any(|n| n.starts_with("fisher.")));
+
+    // λ = 0 is plain training, exactly.
+    let zero = run_with("zero", &["model.ewc={ lambda = 0.0, fisher_batches = 2 }"]);
+    assert_eq!(zero.losses, plain.losses);
+
+    // A later run remembers the earlier one through its file.
+    let later = run_with(
+        "later",
+        &[&format!(
+            "model.ewc={{ lambda = 10.0, fisher = \"{}\" }}",
+            file.display()
+        )],
+    );
+    assert_eq!(later.losses.len(), 20);
+
+    // Interrupted at step 10 and resumed: the same losses.
+    let ewc_key = "model.ewc={ lambda = 1e3, fisher_batches = 3 }";
+    let whole = run_with("whole", &[ewc_key]);
+    let out = tmp.path().join("halves");
+    let over = |steps: &str| {
+        TrainConfig::load(
+            &cfg_path,
+            &[
+                format!("run.out_dir=\"{}\"", out.display()),
+                ewc_key.to_string(),
+                format!("run.steps={steps}"),
+                "run.checkpoint_every=10".into(),
+            ],
+        )
+        .unwrap()
+    };
+    run(&over("10"), &assets, false, false).unwrap();
+    let resumed = run(&over("20"), &assets, true, false).unwrap();
+    assert_eq!(resumed.losses, whole.losses);
+
+    // Bad keys are named.
+    let err = |o: &str| {
+        TrainConfig::load(&cfg_path, &[o.to_string()])
+            .unwrap_err()
+            .to_string()
+    };
+    assert!(err("model.ewc={ lambda = -1.0 }").contains("model.ewc.lambda"));
+    assert!(
+        err("model.ewc={ lambda = 1.0, fisher_batches = 0 }").contains("model.ewc.fisher_batches")
+    );
+    let cfg = TrainConfig::load(
+        &cfg_path,
+        &["model.ewc={ lambda = 1.0, patterns = [\"encoders.audio\"] }".to_string()],
+    )
+    .unwrap();
+    let e = run(&cfg, &assets, false, false).unwrap_err().to_string();
+    assert!(
+        e.contains("model.ewc.patterns") && e.contains("encoders.audio"),
+        "{e}"
+    );
+}

@@ -139,5 +139,8 @@ fn eval_at_start_measures_the_untrained_model_once() {
     assert_eq!(task.evals, vec![6]);
     assert!(s.initial_eval.is_empty());
     let metrics = std::fs::read_to_string(tmp.path().join("metrics.jsonl")).unwrap();
-    assert_eq!(metrics.lines().filter(|l| l.contains("\"step\":0")).count(), 1);
+    assert_eq!(
+        metrics.lines().filter(|l| l.contains("\"step\":0")).count(),
+        1
+    );
 }

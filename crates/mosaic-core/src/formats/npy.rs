@@ -212,9 +212,13 @@ mod tests {
     #[test]
     fn bad_files_are_named() {
         let b = npy_bytes_f32(&[3, 2], &[0.0; 6]);
-        let e = read_npy(&b[..b.len() - 3], "x.npy").unwrap_err().to_string();
+        let e = read_npy(&b[..b.len() - 3], "x.npy")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("x.npy") && e.contains("data bytes"), "{e}");
-        let e = read_npy(b"PK\x03\x04 not npy", "y.npy").unwrap_err().to_string();
+        let e = read_npy(b"PK\x03\x04 not npy", "y.npy")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("y.npy") && e.contains("magic"), "{e}");
         let mut bad = b.clone();
         let at = bad.windows(3).position(|w| w == b"<f4").unwrap();

@@ -102,9 +102,8 @@ impl MultimodalModel {
                         _ => config.encoders[m].dim(),
                     };
                     let proj = if *project {
-                        let side = |m: &Modality| {
-                            s.linear(&format!("proj.{m}"), proj_in(m), *dim, false)
-                        };
+                        let side =
+                            |m: &Modality| s.linear(&format!("proj.{m}"), proj_in(m), *dim, false);
                         Some([side(&modalities[0])?, side(&modalities[1])?])
                     } else {
                         None

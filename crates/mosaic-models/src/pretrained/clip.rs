@@ -291,11 +291,15 @@ impl ClipModel {
     /// [`ClipModel::image_embeds`].
     pub fn vision_joint(&self, pixels: &Tensor) -> Result<(Tensor, Tensor)> {
         let x = self.vision.hidden_state(pixels, self.vision.layers.len())?;
-        let norm = self.vision.post_norm.as_ref().ok_or_else(|| Error::Weight {
-            checkpoint: "vision tower".into(),
-            name: "post_layernorm.weight".into(),
-            message: "missing; the projected tokens need it".into(),
-        })?;
+        let norm = self
+            .vision
+            .post_norm
+            .as_ref()
+            .ok_or_else(|| Error::Weight {
+                checkpoint: "vision tower".into(),
+                name: "post_layernorm.weight".into(),
+                message: "missing; the projected tokens need it".into(),
+            })?;
         let tokens = self.visual_proj.forward(&norm.forward(&x)?)?;
         let embeds = tokens.narrow(1, 0, 1)?.squeeze(1)?;
         Ok((tokens, embeds))

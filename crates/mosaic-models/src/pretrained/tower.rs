@@ -216,7 +216,9 @@ pub fn load_tower(
         ("clip", Modality::Image) => Arc::new(ClipVisionEncoder(Arc::new(ClipModel::load(
             dir, store, mode,
         )?))),
-        ("clip", _) => Arc::new(ClipTextEncoder(Arc::new(ClipModel::load(dir, store, mode)?))),
+        ("clip", _) => Arc::new(ClipTextEncoder(Arc::new(ClipModel::load(
+            dir, store, mode,
+        )?))),
         ("siglip", Modality::Image) => Arc::new(SiglipVisionEncoder(Arc::new(SiglipModel::load(
             dir, store, mode,
         )?))),

@@ -145,6 +145,26 @@ impl Ewc {
         Ok((total * (0.5 * self.lambda))?)
     }
 
+    /// Replaces the anchors θ* of the penalised parameters with `anchors`
+    /// (e.g. an earlier run's final weights read by [`Ewc::load`]); each
+    /// penalised name needs one of its shape.
+    pub fn set_anchors(&mut self, anchors: &BTreeMap<String, Tensor>) -> Result<()> {
+        for (n, f) in &self.fisher {
+            let a = anchors
+                .get(n)
+                .ok_or_else(|| bad(format!("anchor `{n}`"), "missing".into()))?;
+            if a.dims() != f.dims() {
+                return Err(bad(
+                    format!("anchor `{n}`"),
+                    format!("shape {:?}, Fisher is {:?}", a.dims(), f.dims()),
+                ));
+            }
+            self.anchor
+                .insert(n.clone(), a.detach().to_dtype(f.dtype())?);
+        }
+        Ok(())
+    }
+
     /// The Fisher diagonal, by parameter name.
     pub fn fisher(&self) -> &BTreeMap<String, Tensor> {
         &self.fisher
