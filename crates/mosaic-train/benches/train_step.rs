@@ -140,6 +140,8 @@ fn main() {
                 modalities: vec![Modality::Image, Modality::Text],
                 dim: 512,
                 init_temperature: 0.07,
+                project: true,
+                logit_scale: None,
             },
         )]),
     };
