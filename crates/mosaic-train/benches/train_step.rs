@@ -144,6 +144,7 @@ fn main() {
                 logit_scale: None,
             },
         )]),
+        lora: None,
     };
     bench("CLIP ViT-B/32 shape", b32, (3, 224), 77, 49408, 8, 5);
 }

@@ -619,7 +619,8 @@ pub fn run(
                 _ => None,
             })
         });
-        let mut trainer = Trainer::new(model.params().clone(), optimizer, schedule, options(best))?;
+        let mut trainer = Trainer::new(model.params().clone(), optimizer, schedule, options(best))?
+            .with_checkpoint_file("config.json", model_json(&model)?);
         return run_task(cfg, &vars, &mut trainer, &mut task, resume);
     }
     let (train, test) = crate::quickstart::fashion_mnist(store, progress)?;
@@ -643,8 +644,15 @@ pub fn run(
         optimizer,
         schedule,
         options(Some("zero_shot_accuracy".into())),
-    )?;
+    )?
+    .with_checkpoint_file("config.json", model_json(&model)?);
     run_task(cfg, &vars, &mut trainer, &mut task, resume)
+}
+
+/// The model's architecture (with its LoRA spec) as `MultimodalModel::save`
+/// writes it: each checkpoint folder then loads as a model.
+fn model_json(model: &MultimodalModel) -> Result<Vec<u8>> {
+    serde_json::to_vec_pretty(model.config()).map_err(|e| cfg_err("model", e.to_string()))
 }
 
 /// A task with the EWC penalty added to every micro-batch's loss (the

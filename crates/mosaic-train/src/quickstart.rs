@@ -211,6 +211,7 @@ pub fn image_text_config(vocab: usize, max_len: usize) -> ArchConfig {
                 logit_scale: None,
             },
         )]),
+        lora: None,
     }
 }
 

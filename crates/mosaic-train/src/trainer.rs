@@ -169,6 +169,7 @@ pub struct Trainer {
     optimizer: Box<dyn Optimizer>,
     schedule: Option<Schedule>,
     options: TrainerOptions,
+    checkpoint_files: Vec<(String, Vec<u8>)>,
 }
 
 fn io(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
@@ -191,7 +192,16 @@ impl Trainer {
             optimizer,
             schedule,
             options,
+            checkpoint_files: Vec::new(),
         })
+    }
+
+    /// Writes `bytes` as `name` into every checkpoint folder, e.g. the
+    /// model's `config.json`, so that a checkpoint is a model folder that
+    /// loads on its own (`MultimodalModel::load`).
+    pub fn with_checkpoint_file(mut self, name: &str, bytes: Vec<u8>) -> Self {
+        self.checkpoint_files.push((name.to_string(), bytes));
+        self
     }
 
     /// The checkpoint folder of `step`.
@@ -217,6 +227,9 @@ impl Trainer {
         }
         std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
         self.params.save(&tmp.join("model.safetensors"))?;
+        for (name, bytes) in &self.checkpoint_files {
+            mosaic_core::atomic::write_bytes_atomic(&tmp.join(name), bytes)?;
+        }
         let opt: std::collections::HashMap<String, Tensor> =
             self.optimizer.state()?.into_iter().collect();
         mosaic_core::checkpoint::save_safetensors(&tmp.join("optimizer.safetensors"), &opt)?;

@@ -391,6 +391,48 @@ fn minilm_supersense_recipes_load_and_the_lora_one_trains() {
     assert!(s.losses.iter().all(|l| l.is_finite()));
     let acc = s.last_eval["accuracy_supersense"];
     assert!((0.0..=1.0).contains(&acc), "{acc}");
+
+    // The checkpoint is a model folder: it loads with its adapters, which
+    // hold the trained values.
+    let m = mosaic_models::arch::MultimodalModel::load(
+        &s.final_checkpoint,
+        candle_core::DType::F32,
+        &candle_core::Device::Cpu,
+    )
+    .unwrap();
+    let spec = m.config().lora.clone().expect("the LoRA spec is saved");
+    assert_eq!(spec.rank, 8);
+    let saved: std::collections::HashMap<String, candle_core::Tensor> =
+        mosaic_core::formats::load_tensors(
+            &s.final_checkpoint.join("model.safetensors"),
+            &candle_core::Device::Cpu,
+        )
+        .unwrap()
+        .into_iter()
+        .collect();
+    let b = "encoders.text.encoder.layer.0.attention.self.query.lora_b";
+    let vars = m.params().vars();
+    let loaded = vars.get(b).unwrap_or_else(|| panic!("no {b}"));
+    let d = (loaded.as_tensor() - &saved[b])
+        .unwrap()
+        .abs()
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    assert_eq!(d, 0.0);
+    // LoRA B starts at zero: three steps moved it.
+    assert!(
+        saved[b]
+            .abs()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+            > 0.0
+    );
 }
 
 /// `[model.ewc]`: the Fisher is estimated before the first step at the

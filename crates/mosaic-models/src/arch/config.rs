@@ -521,6 +521,11 @@ pub struct ArchConfig {
     pub fusion: FusionConfig,
     /// Heads by name.
     pub heads: BTreeMap<String, HeadConfig>,
+    /// LoRA adapters the model is built with. Training runs record theirs
+    /// here, so a saved fine-tune (`config.json` + `model.safetensors`)
+    /// loads with its adapters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lora: Option<crate::nn::LoraSpec>,
 }
 
 fn cfg_err(key: &str, message: impl Into<String>) -> Error {

@@ -481,6 +481,7 @@ pub fn vilt(dir: &Path) -> Result<Imported> {
             pooler: true,
         },
         heads: BTreeMap::from([("rank".to_string(), HeadConfig::Classifier { classes: 1 })]),
+        lora: None,
     };
     cv.finish(config)
 }
@@ -765,6 +766,7 @@ pub fn blip_itm(dir: &Path) -> Result<Imported> {
                 },
             ),
         ]),
+        lora: None,
     };
     cv.finish(config)
 }
@@ -1138,6 +1140,7 @@ pub fn llava(dir: &Path) -> Result<Imported> {
             image_token: Some(c.image_token_index),
         },
         heads: BTreeMap::from([("lm".to_string(), HeadConfig::Lm {})]),
+        lora: None,
     };
     cv.finish(config)
 }

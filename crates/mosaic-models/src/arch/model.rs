@@ -69,9 +69,22 @@ impl MultimodalModel {
         Self::with_params(config, ParamStore::new(config.seed, dtype, device))
     }
 
-    /// Builds on an existing store (e.g. one with a LoRA spec set).
+    /// Builds on an existing store (e.g. one with a LoRA spec set). The
+    /// config's `lora` and the store's spec are one: either sets the other;
+    /// two different ones are an error.
     pub fn with_params(config: &ArchConfig, params: ParamStore) -> Result<Self> {
         let mut config = config.clone();
+        match (&config.lora, params.lora()) {
+            (Some(spec), None) => params.set_lora(Some(spec.clone())),
+            (None, Some(spec)) => config.lora = Some(spec),
+            (Some(a), Some(b)) if *a != b => {
+                return Err(Error::Config {
+                    source_name: config.name.clone(),
+                    message: format!("key `lora`: {a:?}, but the parameter store was given {b:?}"),
+                });
+            }
+            _ => {}
+        }
         config.resolve_pretrained()?;
         config.validate()?;
         let config = &config;

@@ -70,7 +70,8 @@ pub enum Init {
 }
 
 /// LoRA adapters to attach to matching linear layers when they are built.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct LoraSpec {
     /// Rank r.
     pub rank: usize,
