@@ -342,7 +342,8 @@ modalities = ["image", "text"]
 #[test]
 fn a_clip_checkpoint_is_both_towers_of_a_trainable_dual_encoder() {
     let model =
-        clip_dual_encoder("project = false\nlogit_scale = \"encoders.image.logit_scale\"").unwrap();
+        clip_dual_encoder("project = false\ninit_logit_scale = \"encoders.image.logit_scale\"")
+            .unwrap();
     let io: std::collections::HashMap<String, Tensor> = mosaic_core::formats::load_tensors(
         &fixtures().join("vision/tiny_io.safetensors"),
         &Device::Cpu,
@@ -366,21 +367,23 @@ fn a_clip_checkpoint_is_both_towers_of_a_trainable_dual_encoder() {
     // At step 0 the model is the checkpoint: transformers' logits.
     let d = max_abs(&out.heads["clip"], &io["clip/logits_per_image"]);
     assert!(d <= 1e-4, "logits_per_image differ by {d}");
-    assert!(
-        model
-            .params()
-            .vars()
-            .keys()
-            .all(|k| !k.starts_with("heads."))
-    );
-    // Every part trains: both towers and the shared temperature.
+    // The head has no projections, only its temperature.
+    let head_vars: Vec<String> = model
+        .params()
+        .vars()
+        .keys()
+        .filter(|k| k.starts_with("heads."))
+        .cloned()
+        .collect();
+    assert_eq!(head_vars, vec!["heads.clip.logit_scale".to_string()]);
+    // Every part trains: both towers and the temperature.
     let loss = out.heads["clip"].log_sum_exp(1).unwrap().sum_all().unwrap();
     let grads = loss.backward().unwrap();
     let vars = model.params().vars();
     for name in [
         "encoders.image.vision_model.embeddings.patch_embedding.weight",
         "encoders.image.visual_projection.weight",
-        "encoders.image.logit_scale",
+        "heads.clip.logit_scale",
         "encoders.text.text_model.embeddings.token_embedding.weight",
         "encoders.text.text_projection.weight",
     ] {
@@ -409,10 +412,10 @@ fn a_clip_checkpoint_is_both_towers_of_a_trainable_dual_encoder() {
     // Misfits are named.
     let e = clip_dual_encoder("project = false\ndim = 99").unwrap_err();
     assert!(e.contains("heads.clip.dim") && e.contains("16"), "{e}");
-    let e =
-        clip_dual_encoder("project = false\nlogit_scale = \"encoders.image.nope\"").unwrap_err();
+    let e = clip_dual_encoder("project = false\ninit_logit_scale = \"encoders.image.nope\"")
+        .unwrap_err();
     assert!(
-        e.contains("heads.clip.logit_scale") && e.contains("encoders.image.nope"),
+        e.contains("heads.clip.init_logit_scale") && e.contains("encoders.image.nope"),
         "{e}"
     );
     let e = clip_dual_encoder("dim = 0").unwrap_err();

@@ -141,7 +141,7 @@ fn main() {
                 dim: 512,
                 init_temperature: 0.07,
                 project: true,
-                logit_scale: None,
+                init_logit_scale: None,
             },
         )]),
         lora: None,

@@ -105,11 +105,13 @@ pub struct EwcSection {
     #[serde(default)]
     pub patterns: Vec<String>,
     /// Fisher diagonal and anchors written by an earlier run (its
-    /// `ewc.safetensors`, relative to this config's folder): classic EWC,
-    /// remembering that run's task. Without it the Fisher is estimated
-    /// before the first step on this run's own batches, anchored at the
-    /// weights as loaded (the pretrained checkpoint), so fine-tuning keeps
-    /// what the checkpoint knew where it matters.
+    /// `ewc.safetensors`: that task's Fisher at its trained weights, written
+    /// when it ended; relative to this config's folder): classic EWC,
+    /// pulling the parameters that mattered to that task back towards what
+    /// it learned. Without it the Fisher is estimated before the first step
+    /// on this run's own batches, anchored at the weights as loaded (the
+    /// pretrained checkpoint), so fine-tuning keeps what the checkpoint
+    /// knew where it matters. Every EWC run writes its own file at the end.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fisher: Option<PathBuf>,
     /// Batches for the estimate (default 16; small batches estimate
@@ -677,9 +679,7 @@ impl Task for WithEwc<'_> {
 
 /// The EWC state of `[model.ewc]`: read from an earlier run's file, or
 /// estimated now (before any step, so a resumed run estimates the same
-/// Fisher at the same loaded weights) on the task's first batches. Written
-/// to the run folder's `ewc.safetensors` either way, so the next task can
-/// remember this one's starting point.
+/// Fisher at the same loaded weights) on the task's first batches.
 fn ewc_state(
     cfg: &TrainConfig,
     section: &EwcSection,
@@ -736,9 +736,6 @@ fn ewc_state(
             )?
         }
     };
-    std::fs::create_dir_all(&cfg.run.out_dir)
-        .map_err(|e| Error::Core(Box::new(mosaic_core::Error::io(&cfg.run.out_dir, e))))?;
-    ewc.save(&cfg.run.out_dir.join("ewc.safetensors"))?;
     Ok((ewc, anchored))
 }
 
@@ -753,13 +750,35 @@ fn run_task(
     match &cfg.model.ewc {
         None => trainer.run(task, resume),
         Some(section) => {
+            // Refuse an occupied run folder before the (slow) estimate.
+            let latest = cfg.run.out_dir.join("checkpoints").join("latest");
+            if !resume && latest.exists() {
+                return Err(Error::InvalidInput {
+                    what: "run.out_dir".into(),
+                    message: format!(
+                        "{} already holds a run; pass --resume to continue it or choose another folder",
+                        cfg.run.out_dir.display()
+                    ),
+                });
+            }
             let (ewc, anchored) = ewc_state(cfg, section, vars, task)?;
             let mut with = WithEwc {
                 inner: task,
                 ewc,
-                vars: anchored,
+                vars: anchored.clone(),
             };
-            trainer.run(&mut with, resume)
+            let summary = trainer.run(&mut with, resume)?;
+            // What the next task remembers: this task's Fisher at the
+            // trained weights, anchored there (classic EWC).
+            let k = task.micro_batches().max(1);
+            let learned = Ewc::from_task(
+                &anchored,
+                section.fisher_batches,
+                |i| task.loss(i / k, i % k),
+                section.lambda,
+            )?;
+            learned.save(&cfg.run.out_dir.join("ewc.safetensors"))?;
+            Ok(summary)
         }
     }
 }

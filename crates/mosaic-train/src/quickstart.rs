@@ -208,7 +208,7 @@ pub fn image_text_config(vocab: usize, max_len: usize) -> ArchConfig {
                 dim: 64,
                 init_temperature: 0.07,
                 project: true,
-                logit_scale: None,
+                init_logit_scale: None,
             },
         )]),
         lora: None,
@@ -237,8 +237,6 @@ pub struct ImageTextRun<'a> {
     micro: usize,
     /// The pretrained image tower's preprocessing, if it has one.
     image_processor: Option<ImageProcessor>,
-    /// Preprocessed evaluation images (made on first evaluation).
-    test_pixels: Option<Tensor>,
 }
 
 /// The checkpoint folder of the model's pretrained `modality` tower.
@@ -304,6 +302,14 @@ impl<'a> ImageTextRun<'a> {
         };
         let image_processor =
             match pretrained_tower(model, Modality::Image)? {
+                // As `manifest::pipeline_for`: EfficientNet-Lite folders carry
+                // no processor config; the published one is built in.
+                Some(dir)
+                    if mosaic_models::pretrained::tower_info(&dir, Modality::Image)?.family
+                        == "efficientnet-lite" =>
+                {
+                    Some(mosaic_models::pretrained::lite_preprocessor().0)
+                }
                 Some(dir) => Some(ImageProcessor::from_pretrained(&dir).map_err(|e| {
                     Error::InvalidInput {
                         what: format!("the image tower {}", dir.display()),
@@ -332,7 +338,6 @@ impl<'a> ImageTextRun<'a> {
             seed,
             micro: micro.max(1),
             image_processor,
-            test_pixels: None,
         })
     }
 }
@@ -385,20 +390,29 @@ impl Task for ImageTextRun<'_> {
             .filter(|&i| self.classes.contains(&self.test.labels[i as usize]))
             .collect();
         let it = Tensor::new(keep.as_slice(), &Device::Cpu)?;
-        let images = match (&self.image_processor, &self.test_pixels) {
-            (None, _) => self.test.images.index_select(&it, 0)?,
-            (Some(_), Some(px)) => px.clone(),
-            (Some(p), None) => {
-                let px = preprocess_grey(p, &self.test.images.index_select(&it, 0)?)?;
-                self.test_pixels = Some(px.clone());
-                px
-            }
-        };
+        let images = self.test.images.index_select(&it, 0)?;
         let labels: Vec<u32> = keep.iter().map(|&i| self.test.labels[i as usize]).collect();
         let ce = class_embeddings(self.model, &self.captions, CLASSES.len(), "clip")?;
         let rows = Tensor::new(self.classes.as_slice(), &Device::Cpu)?;
         let ce = ce.index_select(&rows, 0)?;
-        let ie = image_embeddings(self.model, &images, "clip")?;
+        let ie = match &self.image_processor {
+            None => image_embeddings(self.model, &images, "clip")?,
+            // A pretrained tower's pixels (224² RGB for a real CLIP) are
+            // made a chunk at a time: all 10,000 at once would take GBs.
+            Some(p) => {
+                let n = images.dim(0)?;
+                let mut out = Vec::new();
+                for start in (0..n).step_by(500) {
+                    let chunk = images.narrow(0, start, (n - start).min(500))?;
+                    out.push(image_embeddings(
+                        self.model,
+                        &preprocess_grey(p, &chunk)?,
+                        "clip",
+                    )?);
+                }
+                Tensor::cat(&out, 0)?
+            }
+        };
         Ok(BTreeMap::from([(
             "zero_shot_accuracy".to_string(),
             accuracy(&ie, &ce, &labels, &self.classes)?,

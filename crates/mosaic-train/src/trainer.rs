@@ -331,8 +331,11 @@ impl Trainer {
         if resume && metrics_path.exists() {
             let text = std::fs::read_to_string(&metrics_path).map_err(io(&metrics_path))?;
             for line in text.lines() {
+                // Resumed from step 0 (no checkpoint yet): nothing to keep,
+                // the step-0 evaluation runs again.
                 if let Ok(r) = serde_json::from_str::<MetricRecord>(line)
                     && r.step <= state.step
+                    && state.step > 0
                 {
                     kept.push_str(line);
                     kept.push('\n');

@@ -148,7 +148,7 @@ fn the_clip_fine_tuning_recipe_trains_both_towers_and_the_temperature() {
             "encoders.text.text_model.embeddings.token_embedding.weight",
             "text_model.embeddings.token_embedding.weight",
         ),
-        ("encoders.image.logit_scale", "logit_scale"),
+        ("heads.clip.logit_scale", "logit_scale"),
     ] {
         let now = saved
             .get(name)

@@ -506,7 +506,32 @@ fn ewc_in_a_training_config_holds_the_anchored_parameters() {
         "EWC moved the encoder {d_held}, plain training {d_plain}"
     );
     assert!(held.losses.iter().all(|l| l.is_finite()));
+    // Written at the end: the anchors are the trained weights.
     let file = tmp.path().join("ewc/ewc.safetensors");
+    let latest = std::fs::read_to_string(tmp.path().join("ewc/checkpoints/latest")).unwrap();
+    let trained = mosaic_core::formats::load_tensors(
+        &tmp.path()
+            .join("ewc/checkpoints")
+            .join(latest.trim())
+            .join("model.safetensors"),
+        &candle_core::Device::Cpu,
+    )
+    .unwrap()
+    .into_iter()
+    .collect::<std::collections::HashMap<_, _>>();
+    for (n, t) in mosaic_core::formats::load_tensors(&file, &candle_core::Device::Cpu).unwrap() {
+        if let Some(p) = n.strip_prefix("anchor.") {
+            let d = (&t - &trained[p])
+                .unwrap()
+                .abs()
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert_eq!(d, 0.0, "anchor {p} is not the trained value");
+        }
+    }
     let names: Vec<String> = mosaic_core::formats::load_tensors(&file, &candle_core::Device::Cpu)
         .unwrap()
         .into_iter()

@@ -461,21 +461,22 @@ pub enum HeadConfig {
         /// Joint width (with `project = false`: 0 or the towers' width).
         #[serde(default)]
         dim: usize,
-        /// Initial temperature (CLIP: 0.07); unused when `logit_scale`
+        /// Initial temperature (CLIP: 0.07); unused when `init_logit_scale`
         /// names a parameter.
         #[serde(default = "temp")]
         init_temperature: f64,
         /// Project each side into the joint space (a new linear layer per
         /// modality on the fusion's per-modality vector). `false` compares
         /// the encoders' pooled vectors as they are: the joint space of a
-        /// pretrained dual encoder (CLIP, SigLIP), kept at step 0.
+        /// pretrained dual encoder: a CLIP checkpoint's logits at step 0
+        /// (SigLIP's up to its `logit_bias`, so its ranking).
         #[serde(default = "yes", skip_serializing_if = "is_true")]
         project: bool,
-        /// The name of an existing scalar parameter to use as the log
-        /// inverse temperature instead of a new one, e.g. a CLIP
-        /// checkpoint's `encoders.image.logit_scale`.
+        /// The name of an existing scalar parameter whose value starts the
+        /// head's log inverse temperature instead of `init_temperature`,
+        /// e.g. a CLIP checkpoint's `encoders.image.logit_scale`.
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        logit_scale: Option<String>,
+        init_logit_scale: Option<String>,
     },
     /// Classes from the fused vector.
     Classifier {
@@ -593,7 +594,12 @@ impl ArchConfig {
                 if let EncoderConfig::Pretrained(PretrainedConfig { pretrained, .. }) = e {
                     let rel = Path::new(pretrained.as_str());
                     if rel.is_relative() && base.join(rel).exists() {
-                        *pretrained = base.join(rel).display().to_string();
+                        // Absolute, so a saved config.json loads from anywhere.
+                        let full = base.join(rel);
+                        *pretrained = std::fs::canonicalize(&full)
+                            .unwrap_or(full)
+                            .display()
+                            .to_string();
                     }
                 }
             }
@@ -997,7 +1003,7 @@ impl ArchConfig {
                     dim,
                     init_temperature,
                     project,
-                    logit_scale,
+                    init_logit_scale,
                 } => {
                     if modalities.len() != 2 || modalities[0] == modalities[1] {
                         return Err(cfg_err(
@@ -1011,7 +1017,7 @@ impl ArchConfig {
                     if *project && *dim == 0 {
                         return Err(cfg_err(&format!("{key}.dim"), "must be positive"));
                     }
-                    if logit_scale.is_none() && *init_temperature <= 0.0 {
+                    if init_logit_scale.is_none() && *init_temperature <= 0.0 {
                         return Err(cfg_err(
                             &format!("{key}.init_temperature"),
                             "must be positive",

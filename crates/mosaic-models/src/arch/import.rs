@@ -762,7 +762,7 @@ pub fn blip_itm(dir: &Path) -> Result<Imported> {
                     dim: ith,
                     init_temperature: 1.0,
                     project: true,
-                    logit_scale: None,
+                    init_logit_scale: None,
                 },
             ),
         ]),

@@ -74,6 +74,24 @@ impl MultimodalModel {
     /// two different ones are an error.
     pub fn with_params(config: &ArchConfig, params: ParamStore) -> Result<Self> {
         let mut config = config.clone();
+        if let Some(l) = &config.lora {
+            let bad = |key: &str, why: String| Error::Config {
+                source_name: config.name.clone(),
+                message: format!("key `lora.{key}`: {why}"),
+            };
+            if l.rank == 0 {
+                return Err(bad("rank", "must be at least 1".into()));
+            }
+            if !(l.alpha.is_finite() && l.alpha > 0.0) {
+                return Err(bad(
+                    "alpha",
+                    format!("must be a positive number, got {}", l.alpha),
+                ));
+            }
+            if l.targets.is_empty() {
+                return Err(bad("targets", "names no layer".into()));
+            }
+        }
         match (&config.lora, params.lora()) {
             (Some(spec), None) => params.set_lora(Some(spec.clone())),
             (None, Some(spec)) => config.lora = Some(spec),
@@ -103,7 +121,7 @@ impl MultimodalModel {
                     dim,
                     init_temperature,
                     project,
-                    logit_scale,
+                    init_logit_scale,
                 } => {
                     let proj_in = |m: &Modality| match &fusion {
                         // Late / gated fusion already project to the model dim.
@@ -121,33 +139,35 @@ impl MultimodalModel {
                     } else {
                         None
                     };
-                    let logit_scale = match logit_scale {
-                        // Shared by name, e.g. a CLIP checkpoint's own.
-                        Some(shared) => {
-                            let key = format!("heads.{name}.logit_scale");
-                            let t = params.existing(shared).ok_or_else(|| Error::Config {
+                    // The head's own temperature; its first value may come
+                    // from an existing scalar (a CLIP checkpoint's), so the
+                    // head trains, groups and saves like any head, whether
+                    // or not that tower is frozen.
+                    let init = match init_logit_scale {
+                        Some(from) => {
+                            let key = format!("heads.{name}.init_logit_scale");
+                            let t = params.existing(from).ok_or_else(|| Error::Config {
                                 source_name: config.name.clone(),
                                 message: format!(
-                                    "key `{key}`: no parameter `{shared}` in the model (a checkpoint's is `encoders.<modality>.logit_scale`)"
+                                    "key `{key}`: no parameter `{from}` in the model (a checkpoint's is `encoders.<modality>.logit_scale`)"
                                 ),
                             })?;
                             if t.elem_count() != 1 {
                                 return Err(Error::Config {
                                     source_name: config.name.clone(),
                                     message: format!(
-                                        "key `{key}`: `{shared}` has shape {:?}, not a scalar",
+                                        "key `{key}`: `{from}` has shape {:?}, not a scalar",
                                         t.dims()
                                     ),
                                 });
                             }
-                            t.reshape(1)?
+                            t.flatten_all()?
+                                .to_dtype(candle_core::DType::F64)?
+                                .to_vec1::<f64>()?[0]
                         }
-                        None => s.get(
-                            "logit_scale",
-                            &[1],
-                            Init::Constant((1.0 / init_temperature).ln()),
-                        )?,
+                        None => (1.0 / init_temperature).ln(),
                     };
+                    let logit_scale = s.get("logit_scale", &[1], Init::Constant(init))?;
                     Head::Contrastive {
                         modalities: [modalities[0], modalities[1]],
                         proj,

@@ -96,6 +96,11 @@ fn usize_at(v: &Value, path: &[&str], dir: &Path) -> Result<usize> {
         })
 }
 
+/// A CLIP config's joint width (`ClipConfig`'s default when absent).
+fn clip_projection(c: &Value) -> usize {
+    c["projection_dim"].as_u64().map_or(512, |n| n as usize)
+}
+
 /// The tower `dir` gives for `modality`, read from its config alone.
 pub fn tower_info(dir: &Path, modality: Modality) -> Result<TowerInfo> {
     let fam = family(dir)?;
@@ -167,14 +172,11 @@ pub fn tower_info(dir: &Path, modality: Modality) -> Result<TowerInfo> {
         }
         // Both CLIP towers work in the joint embedding space (tokens and
         // pooled through the projection; see `ClipTextEncoder`).
-        ("clip", Modality::Image) => Ok(info(
-            usize_at(&config_json(dir)?, &["projection_dim"], dir)?,
-            None,
-        )),
+        ("clip", Modality::Image) => Ok(info(clip_projection(&config_json(dir)?), None)),
         ("clip", Modality::Text) => {
             let c = config_json(dir)?;
             Ok(info(
-                usize_at(&c, &["projection_dim"], dir)?,
+                clip_projection(&c),
                 Some(usize_at(
                     &c,
                     &["text_config", "max_position_embeddings"],
