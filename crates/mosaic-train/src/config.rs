@@ -681,7 +681,6 @@ impl Task for WithEwc<'_> {
 /// estimated now (before any step, so a resumed run estimates the same
 /// Fisher at the same loaded weights) on the task's first batches.
 fn ewc_state(
-    cfg: &TrainConfig,
     section: &EwcSection,
     vars: &BTreeMap<String, Var>,
     task: &mut dyn Task,
@@ -761,7 +760,7 @@ fn run_task(
                     ),
                 });
             }
-            let (ewc, anchored) = ewc_state(cfg, section, vars, task)?;
+            let (ewc, anchored) = ewc_state(section, vars, task)?;
             let mut with = WithEwc {
                 inner: task,
                 ewc,
