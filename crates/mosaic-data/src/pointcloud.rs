@@ -2,6 +2,7 @@
 //! binary_compressed), XYZ/CSV; centring, unit-sphere scaling, and
 //! farthest-point or random sampling to a fixed count.
 
+use mosaic_core::formats::npy::Scalar;
 use std::path::Path;
 
 use candle_core::{Device, Tensor};
@@ -266,65 +267,19 @@ pub fn load_point_cloud(path: &Path) -> Result<PointCloud> {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Scalar {
-    I8,
-    U8,
-    I16,
-    U16,
-    I32,
-    U32,
-    F32,
-    F64,
-}
-
-impl Scalar {
-    fn ply(name: &str) -> Option<Scalar> {
-        Some(match name {
-            "char" | "int8" => Scalar::I8,
-            "uchar" | "uint8" => Scalar::U8,
-            "short" | "int16" => Scalar::I16,
-            "ushort" | "uint16" => Scalar::U16,
-            "int" | "int32" => Scalar::I32,
-            "uint" | "uint32" => Scalar::U32,
-            "float" | "float32" => Scalar::F32,
-            "double" | "float64" => Scalar::F64,
-            _ => return None,
-        })
-    }
-
-    fn size(self) -> usize {
-        match self {
-            Scalar::I8 | Scalar::U8 => 1,
-            Scalar::I16 | Scalar::U16 => 2,
-            Scalar::I32 | Scalar::U32 | Scalar::F32 => 4,
-            Scalar::F64 => 8,
-        }
-    }
-
-    fn read(self, b: &[u8], big: bool) -> f64 {
-        macro_rules! rd {
-            ($t:ty, $n:expr) => {{
-                let mut a = [0u8; $n];
-                a.copy_from_slice(&b[..$n]);
-                (if big {
-                    <$t>::from_be_bytes(a)
-                } else {
-                    <$t>::from_le_bytes(a)
-                }) as f64
-            }};
-        }
-        match self {
-            Scalar::I8 => b[0] as i8 as f64,
-            Scalar::U8 => b[0] as f64,
-            Scalar::I16 => rd!(i16, 2),
-            Scalar::U16 => rd!(u16, 2),
-            Scalar::I32 => rd!(i32, 4),
-            Scalar::U32 => rd!(u32, 4),
-            Scalar::F32 => rd!(f32, 4),
-            Scalar::F64 => rd!(f64, 8),
-        }
-    }
+/// A PLY property type (`float`, `uchar`, …) as the element type it is.
+fn ply_scalar(name: &str) -> Option<Scalar> {
+    Some(match name {
+        "char" | "int8" => Scalar::I8,
+        "uchar" | "uint8" => Scalar::U8,
+        "short" | "int16" => Scalar::I16,
+        "ushort" | "uint16" => Scalar::U16,
+        "int" | "int32" => Scalar::I32,
+        "uint" | "uint32" => Scalar::U32,
+        "float" | "float32" => Scalar::F32,
+        "double" | "float64" => Scalar::F64,
+        _ => return None,
+    })
 }
 
 #[derive(Debug)]
@@ -420,9 +375,9 @@ fn parse_ply(bytes: &[u8], name: &str) -> Result<PointCloud> {
                     };
                     el.props.push(PlyProp {
                         name: n.to_string(),
-                        ty: Scalar::ply(t).ok_or_else(|| lerr(&format!("unknown type {t}")))?,
+                        ty: ply_scalar(t).ok_or_else(|| lerr(&format!("unknown type {t}")))?,
                         list_count: Some(
-                            Scalar::ply(c).ok_or_else(|| lerr(&format!("unknown type {c}")))?,
+                            ply_scalar(c).ok_or_else(|| lerr(&format!("unknown type {c}")))?,
                         ),
                     });
                 } else {
@@ -431,7 +386,7 @@ fn parse_ply(bytes: &[u8], name: &str) -> Result<PointCloud> {
                     };
                     el.props.push(PlyProp {
                         name: n.to_string(),
-                        ty: Scalar::ply(t).ok_or_else(|| lerr(&format!("unknown type {t}")))?,
+                        ty: ply_scalar(t).ok_or_else(|| lerr(&format!("unknown type {t}")))?,
                         list_count: None,
                     });
                 }

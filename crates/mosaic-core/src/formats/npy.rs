@@ -104,21 +104,33 @@ pub fn read_npy(bytes: &[u8], name: &str) -> Result<(Vec<usize>, Vec<f64>)> {
     Ok((shape, vals))
 }
 
-#[derive(Clone, Copy)]
-enum Scalar {
+/// A numeric element type of a binary array file (NPY here, PLY in
+/// `mosaic-data`), read one element at a time as f64.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scalar {
+    /// `i8`.
     I8,
+    /// `u8` (also NPY's `b1`).
     U8,
+    /// `i16`.
     I16,
+    /// `u16`.
     U16,
+    /// `i32`.
     I32,
+    /// `u32`.
     U32,
+    /// `i64`.
     I64,
+    /// `f32`.
     F32,
+    /// `f64`.
     F64,
 }
 
 impl Scalar {
-    fn size(self) -> usize {
+    /// Bytes per element.
+    pub fn size(self) -> usize {
         match self {
             Scalar::I8 | Scalar::U8 => 1,
             Scalar::I16 | Scalar::U16 => 2,
@@ -127,7 +139,9 @@ impl Scalar {
         }
     }
 
-    fn read(self, b: &[u8], big: bool) -> f64 {
+    /// The element at the start of `b` (at least [`Scalar::size`] bytes),
+    /// big- or little-endian.
+    pub fn read(self, b: &[u8], big: bool) -> f64 {
         macro_rules! rd {
             ($t:ty, $n:expr) => {{
                 let a: [u8; $n] = b[..$n].try_into().unwrap();
